@@ -1,0 +1,474 @@
+package hyperdrive
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/beaker-dev/beaker-dev/hyperdrive/flattree"
+)
+
+// Writer appends to an archive. It holds the archive's writer lock, across
+// processes, from Begin to Close: content written through it goes straight
+// to the chunk store, entries are staged, and Commit appends them as one new
+// signed version.
+type Writer struct {
+	a      *Archive
+	lock   *writerLock
+	staged []Entry
+	closed bool
+}
+
+// Begin takes the writer lock, waiting until ctx is done if another process
+// holds it (then it fails with a *LockedError naming the holder), and loads
+// whatever other writers committed in the meantime.
+func (a *Archive) Begin(ctx context.Context) (*Writer, error) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	return a.begin(ctx)
+}
+
+func (a *Archive) begin(ctx context.Context) (*Writer, error) {
+	if a.opts.Secret == nil {
+		return nil, ErrReadOnly
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	a.writeMu.Lock()
+	holder := a.opts.LockHolder
+	if holder == "" {
+		holder = defaultHolder()
+	}
+	lock, err := acquireLock(ctx, a.dir, holder)
+	if err != nil {
+		a.writeMu.Unlock()
+		return nil, err
+	}
+	w := &Writer{a: a, lock: lock}
+	a.mu.Lock()
+	a.writing = true
+	a.mu.Unlock()
+	if err := a.load(true); err != nil {
+		w.Close()
+		return nil, err
+	}
+	if err := a.truncateTails(); err != nil {
+		w.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+// truncateTails cuts whatever a crashed writer left after the last complete
+// version: uncommitted entries, a torn signature record, torn chunk records.
+// Complete chunk records that lost their index record are indexed again, so
+// an interrupted import does not store its chunks twice.
+func (a *Archive) truncateTails() error {
+	a.mu.RLock()
+	entriesEnd := a.offsets[len(a.offsets)-1]
+	sigEnd := a.sigEnd
+	a.mu.RUnlock()
+	if err := a.entries.Truncate(entriesEnd); err != nil {
+		return err
+	}
+	if err := a.sigFile.Truncate(sigEnd); err != nil {
+		return err
+	}
+	a.chunkMu.Lock()
+	defer a.chunkMu.Unlock()
+	if err := a.chunkIdx.Truncate(a.idxEnd); err != nil {
+		return err
+	}
+	st, err := a.chunks.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	off := a.chunksEnd
+	var hdr [chunkHeaderSize]byte
+	data := make([]byte, MaxChunkSize)
+	for off+chunkHeaderSize <= size {
+		if _, err := a.chunks.ReadAt(hdr[:], off); err != nil {
+			return err
+		}
+		h, n, err := DecodeChunkHeader(hdr[:])
+		if err != nil || off+chunkHeaderSize+int64(n) > size {
+			break
+		}
+		d := data[:n]
+		if _, err := a.chunks.ReadAt(d, off+chunkHeaderSize); err != nil {
+			return err
+		}
+		if Hash(sha256Sum(d)) != h {
+			break // torn
+		}
+		loc := chunkLoc{off: off + chunkHeaderSize, n: n}
+		if _, ok := a.chunkMap[h]; !ok {
+			a.chunkMap[h] = loc
+			a.idxBuf = append(a.idxBuf, encodeIndexRecord(h, loc)...)
+		}
+		off += chunkHeaderSize + int64(n)
+	}
+	if err := a.chunks.Truncate(off); err != nil {
+		return err
+	}
+	a.chunksEnd, a.chunksFlush = off, off
+	return a.flushChunksLocked()
+}
+
+// WriteContent cuts r into chunks, stores the new ones and returns the
+// Content addressing them. It may be called from several goroutines at once.
+func (w *Writer) WriteContent(r io.Reader) (Content, ContentStats, error) {
+	if w.closed {
+		return Content{}, ContentStats{}, ErrClosed
+	}
+	a := w.a
+	cw, _ := a.contentPool.Get().(*contentWriter)
+	params := a.Manifest().Chunking
+	if params == (ChunkParams{}) {
+		params = DefaultChunkParams
+	}
+	if cw == nil || cw.params != params {
+		cw = newContentWriter(params)
+	}
+	defer a.contentPool.Put(cw)
+	return cw.write(r, a)
+}
+
+// putChunk stores a chunk unless it is stored already.
+func (a *Archive) putChunk(h Hash, data []byte) (bool, error) {
+	a.chunkMu.Lock()
+	defer a.chunkMu.Unlock()
+	if _, ok := a.chunkMap[h]; ok {
+		return false, nil
+	}
+	loc := chunkLoc{off: a.chunksEnd + chunkHeaderSize, n: uint32(len(data))}
+	a.chunkBuf = appendChunkRecord(a.chunkBuf, h, data)
+	a.idxBuf = append(a.idxBuf, encodeIndexRecord(h, loc)...)
+	a.chunkMap[h] = loc
+	a.chunksEnd = loc.off + int64(loc.n)
+	if len(a.chunkBuf) >= 1<<20 {
+		return true, a.flushChunksLocked()
+	}
+	return true, nil
+}
+
+// flushChunksLocked writes buffered chunk records, then their index records:
+// an index record never reaches the disk before the chunk it points to.
+func (a *Archive) flushChunksLocked() error {
+	if len(a.chunkBuf) > 0 {
+		if _, err := a.chunks.WriteAt(a.chunkBuf, a.chunksFlush); err != nil {
+			return err
+		}
+		a.chunksFlush += int64(len(a.chunkBuf))
+		a.chunkBuf = a.chunkBuf[:0]
+	}
+	if len(a.idxBuf) > 0 {
+		if _, err := a.chunkIdx.WriteAt(a.idxBuf, a.idxEnd); err != nil {
+			return err
+		}
+		a.idxEnd += int64(len(a.idxBuf))
+		a.idxBuf = a.idxBuf[:0]
+	}
+	return nil
+}
+
+// Put stages a put entry for path.
+func (w *Writer) Put(path string, meta FileMeta, c Content) error {
+	e := Entry{Type: EntryPut, Path: path, File: meta, Content: c}
+	if err := e.validate(); err != nil {
+		return err
+	}
+	w.staged = append(w.staged, e)
+	return nil
+}
+
+// Delete stages the removal of path.
+func (w *Writer) Delete(path string) error {
+	e := Entry{Type: EntryDelete, Path: path}
+	if err := e.validate(); err != nil {
+		return err
+	}
+	w.staged = append(w.staged, e)
+	return nil
+}
+
+// Tag stages a tag naming the latest committed version. name is a semantic
+// version ("2.1.0"; "v2.1.0" is accepted and stored without the "v").
+func (w *Writer) Tag(name, message string) (string, error) {
+	canon, err := CanonicalTag(name)
+	if err != nil {
+		return "", err
+	}
+	a := w.a
+	a.mu.RLock()
+	existing, exists := a.tags[canon]
+	version := a.length
+	a.mu.RUnlock()
+	if exists {
+		return "", fmt.Errorf("%w: %s names version %d; tags never move, choose a new version number", ErrTagExists, canon, existing.Version)
+	}
+	for _, e := range w.staged {
+		if e.Type == EntryTag && e.Tag.Name == canon {
+			return "", fmt.Errorf("%w: %s", ErrTagExists, canon)
+		}
+	}
+	e := Entry{Type: EntryTag, Tag: TagInfo{Name: canon, Target: version, Time: a.opts.now().UnixNano(), Message: message}}
+	if err := e.validate(); err != nil {
+		return "", err
+	}
+	w.staged = append(w.staged, e)
+	return canon, nil
+}
+
+// Staged returns how many entries wait for Commit.
+func (w *Writer) Staged() int { return len(w.staged) }
+
+// Commit appends the staged entries as one new version, signs its root and
+// returns the version. With nothing staged it returns the current version
+// and writes nothing. Readers never see part of a commit: the signature
+// record, written last, is what makes it exist.
+func (w *Writer) Commit() (uint64, error) {
+	if w.closed {
+		return 0, ErrClosed
+	}
+	a := w.a
+	a.mu.RLock()
+	length, roots, offsets := a.length, slices.Clone(a.roots), a.offsets
+	sigEnd := a.sigEnd
+	state := &logState{length: a.length, files: a.files, tags: a.tags, manifest: a.manifest}
+	a.mu.RUnlock()
+	if len(w.staged) == 0 {
+		return length, nil
+	}
+	a.chunkMu.Lock()
+	err := a.flushChunksLocked()
+	a.chunkMu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+
+	now := a.opts.now()
+	cow := newIndexWriter(state)
+	var records []byte
+	var nodes []Node
+	newOffsets := slices.Clone(offsets)
+	end := offsets[len(offsets)-1]
+	for i := range w.staged {
+		e := &w.staged[i]
+		seq := length + uint64(i)
+		if err := cow.apply(seq, e); err != nil {
+			return 0, err
+		}
+		b, err := e.MarshalBinary()
+		if err != nil {
+			return 0, err
+		}
+		records = appendEntryRecord(records, b)
+		end += entryHeaderSize + int64(len(b))
+		newOffsets = append(newOffsets, end)
+		leaf := leafNode(seq, b)
+		nodes = append(nodes, leaf)
+		roots = append(roots, leaf)
+		for len(roots) >= 2 && flattree.Depth(roots[len(roots)-1].Index) == flattree.Depth(roots[len(roots)-2].Index) {
+			p := parentNode(roots[len(roots)-2], roots[len(roots)-1])
+			roots = append(roots[:len(roots)-2], p)
+			nodes = append(nodes, p)
+		}
+	}
+	newLength := length + uint64(len(w.staged))
+	if _, err := a.entries.WriteAt(records, offsets[len(offsets)-1]); err != nil {
+		return 0, err
+	}
+	if err := a.writeNodes(nodes); err != nil {
+		return 0, err
+	}
+	if a.opts.Sync {
+		for _, f := range []*os.File{a.chunks, a.chunkIdx, a.entries, a.tree} {
+			if err := f.Sync(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	sr := sign(a.opts.Secret, roots, newLength, now.UnixNano())
+	if _, err := a.sigFile.WriteAt(encodeSignedRoot(sr), sigEnd); err != nil {
+		return 0, err
+	}
+	if a.opts.Sync {
+		if err := a.sigFile.Sync(); err != nil {
+			return 0, err
+		}
+	}
+
+	a.mu.Lock()
+	a.length = newLength
+	a.signed = append(a.signed, sr)
+	a.offsets = newOffsets
+	a.roots = roots
+	a.sigEnd = sigEnd + sigRecordSize
+	a.files, a.tags, a.manifest = state.files, state.tags, state.manifest
+	a.mu.Unlock()
+	w.staged = w.staged[:0]
+	a.notify.publish(newLength)
+	return newLength, nil
+}
+
+// writeNodes writes tree nodes, coalescing adjacent slots into one write.
+func (a *Archive) writeNodes(nodes []Node) error {
+	slices.SortFunc(nodes, func(x, y Node) int {
+		switch {
+		case x.Index < y.Index:
+			return -1
+		case x.Index > y.Index:
+			return 1
+		}
+		return 0
+	})
+	var buf []byte
+	start := uint64(0)
+	flush := func() error {
+		if len(buf) == 0 {
+			return nil
+		}
+		_, err := a.tree.WriteAt(buf, nodeOffset(start))
+		buf = buf[:0]
+		return err
+	}
+	for i, n := range nodes {
+		if i > 0 && n.Index != nodes[i-1].Index+1 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+		if len(buf) == 0 {
+			start = n.Index
+		}
+		buf = append(buf, encodeNode(n)...)
+	}
+	return flush()
+}
+
+// rebuildTreeLocked recomputes the tree of the first length entries from the
+// entries themselves, rewrites its nodes when the archive is writable, and
+// returns its roots. Used when the tree file does not match a signed root.
+func (a *Archive) rebuildTreeLocked(length uint64, offsets []int64) ([]Node, error) {
+	var roots, nodes []Node
+	var buf []byte
+	for seq := uint64(0); seq < length; seq++ {
+		payload, _, err := readEntryRecord(a.entries, offsets[seq], offsets[seq+1], seq, buf)
+		if err != nil {
+			return nil, err
+		}
+		buf = payload
+		leaf := leafNode(seq, payload)
+		nodes = append(nodes, leaf)
+		roots = append(roots, leaf)
+		for len(roots) >= 2 && flattree.Depth(roots[len(roots)-1].Index) == flattree.Depth(roots[len(roots)-2].Index) {
+			p := parentNode(roots[len(roots)-2], roots[len(roots)-1])
+			roots = append(roots[:len(roots)-2], p)
+			nodes = append(nodes, p)
+		}
+		if len(nodes) >= 4096 && a.opts.Secret != nil {
+			if err := a.writeNodes(nodes); err != nil {
+				return nil, err
+			}
+			nodes = nodes[:0]
+		}
+	}
+	if a.opts.Secret != nil {
+		if err := a.writeNodes(nodes); err != nil {
+			return nil, err
+		}
+	}
+	return roots, nil
+}
+
+// Close releases the writer lock. Staged entries that were not committed
+// are dropped; chunks written stay stored and serve the next import.
+func (w *Writer) Close() error {
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	a := w.a
+	a.chunkMu.Lock()
+	err := a.flushChunksLocked()
+	a.chunkMu.Unlock()
+	if lerr := w.lock.release(); err == nil {
+		err = lerr
+	}
+	a.mu.Lock()
+	a.writing = false
+	a.mu.Unlock()
+	a.writeMu.Unlock()
+	return err
+}
+
+// notifier tells subscribers about new versions. Each subscriber has a
+// one-slot channel that always holds the newest version not yet read, so a
+// slow subscriber skips versions instead of blocking the writer.
+type notifier struct {
+	mu     sync.Mutex
+	subs   map[chan uint64]struct{}
+	closed bool
+}
+
+func (n *notifier) subscribe() chan uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ch := make(chan uint64, 1)
+	if n.closed {
+		close(ch)
+		return ch
+	}
+	if n.subs == nil {
+		n.subs = map[chan uint64]struct{}{}
+	}
+	n.subs[ch] = struct{}{}
+	return ch
+}
+
+func (n *notifier) unsubscribe(ch chan uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.subs[ch]; ok {
+		delete(n.subs, ch)
+		close(ch)
+	}
+}
+
+func (n *notifier) publish(v uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for ch := range n.subs {
+		select {
+		case <-ch:
+		default:
+		}
+		ch <- v
+	}
+}
+
+func (n *notifier) close() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.closed = true
+	for ch := range n.subs {
+		close(ch)
+	}
+	n.subs = nil
+}
+
+// Subscribe returns a channel that receives the archive's version each time
+// a commit made through this handle lands (the newest one if several landed
+// since the last receive), and a function that stops the subscription. The
+// channel is closed when the archive or the subscription is closed.
+func (a *Archive) Subscribe() (<-chan uint64, func()) {
+	ch := a.notify.subscribe()
+	return ch, func() { a.notify.unsubscribe(ch) }
+}
