@@ -492,6 +492,26 @@ func (a *Archive) Version() uint64 {
 	return a.length
 }
 
+// CommitTime returns when the version holding entry seq was committed, or
+// the zero time if seq is beyond the log.
+func (a *Archive) CommitTime(seq uint64) time.Time {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	i, _ := slices.BinarySearchFunc(a.signed, seq+1, func(s SignedRoot, l uint64) int {
+		switch {
+		case s.Length < l:
+			return -1
+		case s.Length > l:
+			return 1
+		}
+		return 0
+	})
+	if i < len(a.signed) {
+		return time.Unix(0, a.signed[i].Time)
+	}
+	return time.Time{}
+}
+
 // RolledBack reports how many signed versions Open dropped because a crash
 // had left their data incomplete (only possible after power loss without
 // Options.Sync: a killed process never loses a committed version).
