@@ -65,18 +65,20 @@ type Archive struct {
 	writing   bool                 // a Writer of this handle holds the lock
 	snapCache []*Snapshot
 
-	chunkMu      sync.Mutex // guards the chunk index and chunk appends
-	chunkMap     map[Hash]chunkLoc
-	chunksEnd    int64  // end of the chunk records, buffered ones included
-	chunksFlush  int64  // end of the chunk records written to the file
-	idxEnd       int64  // end of the index records written to chunks.idx
-	chunkBuf     []byte // pending chunk records
-	idxBuf       []byte // pending index records
-	contentPool  sync.Pool
-	writeMu      sync.Mutex // one Writer at a time in this process
-	notify       notifier
-	sigEnd       int64 // end of the signatures file
-	sigsBadAfter int64 // offset of a bad record found at open, or 0
+	chunkMu                    sync.Mutex // guards the chunk index and chunk appends
+	chunkMap                   map[Hash]chunkLoc
+	chunksEnd                  int64      // end of the chunk records, buffered ones included
+	chunksFlush                int64      // end of the chunk records written to the file
+	idxEnd                     int64      // end of the index records written to chunks.idx
+	chunkBuf                   []byte     // pending chunk records
+	idxBuf                     []byte     // pending index records
+	spareChunkBuf, spareIdxBuf []byte     // the buffers of the last flush, for reuse
+	flushMu                    sync.Mutex // one flush at a time, in order
+	contentPool                sync.Pool
+	writeMu                    sync.Mutex // one Writer at a time in this process
+	notify                     notifier
+	sigEnd                     int64 // end of the signatures file
+	sigsBadAfter               int64 // offset of a bad record found at open, or 0
 }
 
 // FileState is what a version records about one file.
@@ -596,10 +598,7 @@ func (a *Archive) EntryBytes(seq uint64) ([]byte, error) {
 // telling anyone else about a version, so a power loss cannot make the
 // archive sign a different history at the same length.
 func (a *Archive) Sync() error {
-	a.chunkMu.Lock()
-	err := a.flushChunksLocked()
-	a.chunkMu.Unlock()
-	if err != nil {
+	if err := a.flushChunks(); err != nil {
 		return err
 	}
 	for _, f := range []*os.File{a.chunks, a.chunkIdx, a.entries, a.tree, a.sigFile} {
@@ -612,9 +611,7 @@ func (a *Archive) Sync() error {
 
 // Close releases the archive's files. Snapshots taken from it stop working.
 func (a *Archive) Close() error {
-	a.chunkMu.Lock()
-	flushErr := a.flushChunksLocked()
-	a.chunkMu.Unlock()
+	flushErr := a.flushChunks()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.closed {

@@ -18,11 +18,12 @@ type File struct {
 	content Content
 	top     refList
 
-	mu     sync.Mutex
-	pos    int64
-	blocks map[Hash]refList // decoded index blocks
-	last   Hash             // the chunk last read, kept for sequential reads
-	data   []byte
+	mu        sync.Mutex
+	pos       int64
+	blocks    map[Hash]refList // decoded index blocks
+	last      Hash             // the chunk last read, kept for sequential reads
+	data      []byte
+	lastStart uint64 // file offset of data
 }
 
 // refList is a level of refs with the cumulative byte offset of each end.
@@ -101,7 +102,7 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	size := f.Size()
 	n := 0
 	for n < len(p) && off < size {
-		data, start, err := f.chunkAt(uint64(off))
+		data, start, err := f.cachedChunkAt(uint64(off))
 		if err != nil {
 			return n, err
 		}
@@ -122,7 +123,7 @@ func (f *File) WriteTo(w io.Writer) (int64, error) {
 	f.mu.Unlock()
 	var total int64
 	for off < f.Size() {
-		data, start, err := f.chunkAt(uint64(off))
+		data, start, err := f.cachedChunkAt(uint64(off))
 		if err != nil {
 			return total, err
 		}
@@ -137,6 +138,25 @@ func (f *File) WriteTo(w io.Writer) (int64, error) {
 	f.pos = off
 	f.mu.Unlock()
 	return total, nil
+}
+
+// cachedChunkAt is chunkAt with a fast path for reads inside the chunk read
+// last, which small sequential reads hit almost always.
+func (f *File) cachedChunkAt(off uint64) ([]byte, uint64, error) {
+	f.mu.Lock()
+	if f.data != nil && off >= f.lastStart && off < f.lastStart+uint64(len(f.data)) {
+		d, s := f.data, f.lastStart
+		f.mu.Unlock()
+		return d, s, nil
+	}
+	f.mu.Unlock()
+	data, start, err := f.chunkAt(off)
+	if err == nil {
+		f.mu.Lock()
+		f.lastStart = start
+		f.mu.Unlock()
+	}
+	return data, start, err
 }
 
 // chunkAt returns the data chunk holding byte off and the file offset where
@@ -223,13 +243,13 @@ func (f *File) index(ref Ref, childLevel uint8) (refList, error) {
 func (a *Archive) readChunk(h Hash) ([]byte, error) {
 	a.chunkMu.Lock()
 	loc, ok := a.chunkMap[h]
-	if ok && loc.off+int64(loc.n) > a.chunksFlush {
-		if err := a.flushChunksLocked(); err != nil {
-			a.chunkMu.Unlock()
+	pending := ok && loc.off+int64(loc.n) > a.chunksFlush
+	a.chunkMu.Unlock()
+	if pending {
+		if err := a.flushChunks(); err != nil {
 			return nil, err
 		}
 	}
-	a.chunkMu.Unlock()
 	if !ok {
 		// Another process may have stored it since we loaded the index.
 		if err := a.loadChunkIndex(); err != nil {

@@ -81,7 +81,7 @@ func TestChunkProofs(t *testing.T) {
 	a := newArchive(t)
 	big := randomBytes(21, 24<<20) // index blocks
 	small := randomBytes(22, 70_000)
-	put(t, a, map[string][]byte{"/big": big, "/small": small})
+	put(t, a, map[string][]byte{"/big": big, "/small": small, "/tiny": randomBytes(23, 600)})
 	s := a.Latest()
 	key := a.Key()
 	for _, tc := range []struct {
@@ -111,21 +111,11 @@ func TestChunkProofs(t *testing.T) {
 			t.Fatal("a chunk of a large file should be proven through index blocks")
 		}
 	}
-	// Every single-bit flip of a chunk proof or of the chunk is rejected.
-	// A large chunk proof has many bits; check a stride of them plus all of
-	// the proof's entry, proof and signature bytes.
-	cp, data, _ := s.ProveChunk("/big", 5<<20)
+	// Every single-bit flip of a small file's chunk proof and of its chunk
+	// is rejected.
+	cp, data, _ := s.ProveChunk("/tiny", 0)
 	enc, _ := cp.MarshalBinary()
-	stride := 1
-	if len(enc) > 20_000 {
-		stride = 7
-	}
-	checked := 0
 	flipEach(enc, func(i int, b []byte) {
-		if i%stride != 0 && i < len(enc)*8-2000 {
-			return
-		}
-		checked++
 		var q ChunkProof
 		if q.UnmarshalBinary(b) != nil {
 			return
@@ -135,11 +125,29 @@ func TestChunkProofs(t *testing.T) {
 		}
 	})
 	flipEach(data, func(i int, b []byte) {
-		if i%13 != 0 {
-			return
-		}
 		if _, err := cp.Verify(key, b); !errors.Is(err, ErrBadProof) {
 			t.Fatalf("chunk with bit %d flipped: %v", i, err)
+		}
+	})
+	// For a large file's proof (tens of kilobytes of index blocks), every
+	// bit of the entry proof and signature, and a stride of the rest.
+	cp, data, _ = s.ProveChunk("/big", 5<<20)
+	enc, _ = cp.MarshalBinary()
+	pb, _ := cp.Proof.MarshalBinary()
+	proofAt := bytes.Index(enc, pb)
+	checked := 0
+	flipEach(enc, func(i int, b []byte) {
+		inProof := i/8 >= proofAt && i/8 < proofAt+len(pb)
+		if !inProof && i%211 != 0 {
+			return
+		}
+		checked++
+		var q ChunkProof
+		if q.UnmarshalBinary(b) != nil {
+			return
+		}
+		if _, err := q.Verify(key, data); err == nil {
+			t.Fatalf("chunk proof with bit %d flipped verifies", i)
 		}
 	})
 	t.Logf("checked %d flips of a %d-byte chunk proof", checked, len(enc))

@@ -79,6 +79,15 @@ func (a *Archive) truncateTails() error {
 	if err := a.sigFile.Truncate(sigEnd); err != nil {
 		return err
 	}
+	if err := a.reindexChunkTail(); err != nil {
+		return err
+	}
+	return a.flushChunks()
+}
+
+// reindexChunkTail indexes complete chunk records after the last indexed
+// one and cuts a torn record at the end of the chunks file.
+func (a *Archive) reindexChunkTail() error {
 	a.chunkMu.Lock()
 	defer a.chunkMu.Unlock()
 	if err := a.chunkIdx.Truncate(a.idxEnd); err != nil {
@@ -118,7 +127,7 @@ func (a *Archive) truncateTails() error {
 		return err
 	}
 	a.chunksEnd, a.chunksFlush = off, off
-	return a.flushChunksLocked()
+	return nil
 }
 
 // WriteContent cuts r into chunks, stores the new ones and returns the
@@ -140,11 +149,13 @@ func (w *Writer) WriteContent(r io.Reader) (Content, ContentStats, error) {
 	return cw.write(r, a)
 }
 
-// putChunk stores a chunk unless it is stored already.
+// putChunk stores a chunk unless it is stored already. Chunks are buffered
+// and written a megabyte at a time, outside chunkMu, so other workers keep
+// chunking while one writes.
 func (a *Archive) putChunk(h Hash, data []byte) (bool, error) {
 	a.chunkMu.Lock()
-	defer a.chunkMu.Unlock()
 	if _, ok := a.chunkMap[h]; ok {
+		a.chunkMu.Unlock()
 		return false, nil
 	}
 	loc := chunkLoc{off: a.chunksEnd + chunkHeaderSize, n: uint32(len(data))}
@@ -152,29 +163,45 @@ func (a *Archive) putChunk(h Hash, data []byte) (bool, error) {
 	a.idxBuf = append(a.idxBuf, encodeIndexRecord(h, loc)...)
 	a.chunkMap[h] = loc
 	a.chunksEnd = loc.off + int64(loc.n)
-	if len(a.chunkBuf) >= 1<<20 {
-		return true, a.flushChunksLocked()
+	full := len(a.chunkBuf) >= 1<<20
+	a.chunkMu.Unlock()
+	if full {
+		return true, a.flushChunks()
 	}
 	return true, nil
 }
 
-// flushChunksLocked writes buffered chunk records, then their index records:
-// an index record never reaches the disk before the chunk it points to.
-func (a *Archive) flushChunksLocked() error {
-	if len(a.chunkBuf) > 0 {
-		if _, err := a.chunks.WriteAt(a.chunkBuf, a.chunksFlush); err != nil {
-			return err
-		}
-		a.chunksFlush += int64(len(a.chunkBuf))
-		a.chunkBuf = a.chunkBuf[:0]
+// flushChunks writes buffered chunk records, then their index records: an
+// index record never reaches the disk before the chunk it points to, and
+// flushes happen one at a time, in order, so the chunks file never has a
+// hole before a complete record.
+func (a *Archive) flushChunks() error {
+	a.flushMu.Lock()
+	defer a.flushMu.Unlock()
+	a.chunkMu.Lock()
+	chunks, idx := a.chunkBuf, a.idxBuf
+	a.chunkBuf, a.idxBuf = a.spareChunkBuf[:0], a.spareIdxBuf[:0]
+	chunkOff, idxOff := a.chunksFlush, a.idxEnd
+	a.chunkMu.Unlock()
+	var err error
+	if len(chunks) > 0 {
+		_, err = a.chunks.WriteAt(chunks, chunkOff)
 	}
-	if len(a.idxBuf) > 0 {
-		if _, err := a.chunkIdx.WriteAt(a.idxBuf, a.idxEnd); err != nil {
-			return err
-		}
-		a.idxEnd += int64(len(a.idxBuf))
-		a.idxBuf = a.idxBuf[:0]
+	if err == nil && len(idx) > 0 {
+		_, err = a.chunkIdx.WriteAt(idx, idxOff)
 	}
+	a.chunkMu.Lock()
+	defer a.chunkMu.Unlock()
+	if err != nil {
+		// Put the records back in front of anything buffered since, so a
+		// later flush retries them in order.
+		a.chunkBuf = append(chunks, a.chunkBuf...)
+		a.idxBuf = append(idx, a.idxBuf...)
+		return err
+	}
+	a.chunksFlush += int64(len(chunks))
+	a.idxEnd += int64(len(idx))
+	a.spareChunkBuf, a.spareIdxBuf = chunks, idx
 	return nil
 }
 
@@ -246,10 +273,7 @@ func (w *Writer) Commit() (uint64, error) {
 	if len(w.staged) == 0 {
 		return length, nil
 	}
-	a.chunkMu.Lock()
-	err := a.flushChunksLocked()
-	a.chunkMu.Unlock()
-	if err != nil {
+	if err := a.flushChunks(); err != nil {
 		return 0, err
 	}
 
@@ -396,9 +420,7 @@ func (w *Writer) Close() error {
 	}
 	w.closed = true
 	a := w.a
-	a.chunkMu.Lock()
-	err := a.flushChunksLocked()
-	a.chunkMu.Unlock()
+	err := a.flushChunks()
 	if lerr := w.lock.release(); err == nil {
 		err = lerr
 	}

@@ -17,41 +17,37 @@ const IgnoreFile = ".datignore"
 // files say: the VCS and archive metadata folders.
 var alwaysIgnored = map[string]bool{".git": true, ".dat": true}
 
-// defaultIgnores apply before the site's own .datignore files, which can
-// re-include any of them with "!pattern". Dotfiles are private by default
-// (.env, .DS_Store, editor state) except .well-known, which sites publish on
-// purpose; the rest are dependency trees and editors' temporary files.
-var defaultIgnores = []string{
-	"node_modules/",
-	".*",
-	"!.well-known/",
-	"*~",
-	"*.swp",
-	"*.swx",
-	"*.swo",
-	"*.tmp",
-	"4913",
-	"#*#",
-	"*___jb_tmp___",
-	"*___jb_old___",
+// The default rules apply before the site's own .datignore files, which can
+// re-include any of them with "!pattern", as in git. Dotfiles are private by
+// default (.env, .DS_Store, editor state) except .well-known, which sites
+// publish on purpose; the rest are dependency trees and editors' temporary
+// files. They are checked by hand rather than as glob patterns because the
+// walker and the watcher ask about every path.
+func defaultIgnored(name string) bool {
+	switch {
+	case name == "node_modules" || name == "4913":
+		return true
+	case name[0] == '.':
+		return name != ".well-known"
+	case len(name) > 1 && name[0] == '#' && name[len(name)-1] == '#':
+		return true
+	}
+	for _, suffix := range []string{"~", ".swp", ".swx", ".swo", ".tmp", "___jb_tmp___", "___jb_old___"} {
+		if strings.HasSuffix(name, suffix) {
+			return true
+		}
+	}
+	return false
 }
 
 // Ignore decides which paths of a site folder are left out of the archive
-// (and so out of the preview). The zero value ignores only the defaults.
+// (and so out of the preview).
 type Ignore struct {
-	patterns []gitignore.Pattern
-	matcher  gitignore.Matcher
+	patterns []gitignore.Pattern // from .datignore files, lowest priority first
 }
 
 // NewIgnore returns the default rules.
-func NewIgnore() *Ignore {
-	ig := &Ignore{}
-	for _, l := range defaultIgnores {
-		ig.patterns = append(ig.patterns, gitignore.ParsePattern(l, nil))
-	}
-	ig.matcher = gitignore.NewMatcher(ig.patterns)
-	return ig
-}
+func NewIgnore() *Ignore { return &Ignore{} }
 
 // Add adds the patterns of an ignore file found in folder dir (slash
 // separated, relative to the site root; "" for the root). Later files take
@@ -69,21 +65,39 @@ func (ig *Ignore) Add(dir string, content []byte) {
 		}
 		ig.patterns = append(ig.patterns, gitignore.ParsePattern(line, domain))
 	}
-	ig.matcher = gitignore.NewMatcher(ig.patterns)
 }
 
 // Match reports whether the slash-separated path rel (relative to the site
-// root) is ignored. isDir says whether it names a folder.
+// root) is ignored. isDir says whether it names a folder. As in git, a path
+// below an ignored folder is ignored, whatever later patterns say.
 func (ig *Ignore) Match(rel string, isDir bool) bool {
 	rel = strings.Trim(path.Clean("/"+rel), "/")
 	if rel == "" {
 		return false
 	}
 	parts := strings.Split(rel, "/")
-	for _, p := range parts {
-		if alwaysIgnored[p] {
+	for k := 1; k < len(parts); k++ {
+		if ig.match(parts[:k], true) {
 			return true
 		}
 	}
-	return ig.matcher.Match(parts, isDir)
+	return ig.match(parts, isDir)
+}
+
+// match decides for one path whose parent folders are not ignored.
+func (ig *Ignore) match(parts []string, isDir bool) bool {
+	name := parts[len(parts)-1]
+	if alwaysIgnored[name] {
+		return true
+	}
+	// The last matching .datignore pattern decides; none leaves the default.
+	for i := len(ig.patterns) - 1; i >= 0; i-- {
+		switch ig.patterns[i].Match(parts, isDir) {
+		case gitignore.Exclude:
+			return true
+		case gitignore.Include:
+			return false
+		}
+	}
+	return defaultIgnored(name)
 }

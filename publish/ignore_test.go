@@ -4,7 +4,7 @@ import "testing"
 
 func TestIgnore(t *testing.T) {
 	ig := NewIgnore()
-	ig.Add("", []byte("# build output\ndist/\n*.log\n!keep.log\n!.htaccess\n"))
+	ig.Add("", []byte("# build output\ndist/\n!dist/keep.js\n*.log\n!keep.log\n!.htaccess\n"))
 	ig.Add("docs", []byte("drafts/\n"))
 	for _, tc := range []struct {
 		path   string
@@ -34,6 +34,7 @@ func TestIgnore(t *testing.T) {
 		{"docs/drafts/a.md", false, true},
 		{"drafts/a.md", false, false},
 		{".datignore", false, true},
+		{"dist/keep.js", false, true}, // a parent folder is ignored: no re-including below it
 	} {
 		if got := ig.Match(tc.path, tc.dir); got != tc.ignore {
 			t.Errorf("Match(%q, dir=%v) = %v, want %v", tc.path, tc.dir, got, tc.ignore)

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -335,7 +336,7 @@ func scan(ctx context.Context, r *os.Root, res *ImportResult) ([]scanned, error)
 		if name == "" {
 			name = "."
 		}
-		ents, err := fs.ReadDir(fsys, name)
+		d, err := r.Open(name)
 		if err != nil {
 			if dir == "" {
 				return err
@@ -343,15 +344,22 @@ func scan(ctx context.Context, r *os.Root, res *ImportResult) ([]scanned, error)
 			res.Skipped = append(res.Skipped, dir+": "+err.Error())
 			return nil
 		}
+		ents, err := d.ReadDir(-1)
+		d.Close()
+		if err != nil {
+			res.Skipped = append(res.Skipped, name+": "+err.Error())
+			return nil
+		}
 		if b, err := fs.ReadFile(fsys, path.Join(name, IgnoreFile)); err == nil {
 			ig.Add(dir, b)
 		}
+		sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
 		for _, e := range ents {
 			rel := path.Join(dir, e.Name())
-			typ := e.Type()
-			if typ&fs.ModeSymlink != 0 {
-				fi, err := fs.Stat(fsys, rel) // follows the link, inside the root only
-				if err != nil {
+			var fi fs.FileInfo
+			if e.Type()&fs.ModeSymlink != 0 {
+				// Follow the link, but only inside the root.
+				if fi, err = fs.Stat(fsys, rel); err != nil {
 					res.Skipped = append(res.Skipped, rel+": symlink to outside the site or to nothing")
 					continue
 				}
@@ -359,9 +367,8 @@ func scan(ctx context.Context, r *os.Root, res *ImportResult) ([]scanned, error)
 					res.Skipped = append(res.Skipped, rel+": symlink to a folder (not followed)")
 					continue
 				}
-				typ = fi.Mode().Type()
 			}
-			isDir := typ.IsDir()
+			isDir := e.IsDir()
 			if ig.Match(rel, isDir) {
 				continue
 			}
@@ -371,12 +378,16 @@ func scan(ctx context.Context, r *os.Root, res *ImportResult) ([]scanned, error)
 				}
 				continue
 			}
-			if !typ.IsRegular() {
-				continue // sockets, devices, pipes
+			if fi == nil {
+				if !e.Type().IsRegular() {
+					continue // sockets, devices, pipes
+				}
+				if fi, err = e.Info(); err != nil {
+					continue // gone since ReadDir
+				}
 			}
-			fi, err := fs.Stat(fsys, rel)
-			if err != nil {
-				continue // gone since ReadDir
+			if !fi.Mode().IsRegular() {
+				continue
 			}
 			if err := hyperdrive.ValidatePath("/" + rel); err != nil {
 				res.Skipped = append(res.Skipped, rel+": "+err.Error())
@@ -389,14 +400,8 @@ func scan(ctx context.Context, r *os.Root, res *ImportResult) ([]scanned, error)
 	if err := walk(""); err != nil {
 		return nil, err
 	}
-	slices.SortFunc(files, func(a, b scanned) int {
-		switch {
-		case a.rel < b.rel:
-			return -1
-		case a.rel > b.rel:
-			return 1
-		}
-		return 0
-	})
+	// Walking sorted folders in order yields "a/b" before "a.txt"; the
+	// archive orders by full path.
+	slices.SortFunc(files, func(a, b scanned) int { return strings.Compare(a.rel, b.rel) })
 	return files, nil
 }

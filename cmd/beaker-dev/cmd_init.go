@@ -20,7 +20,7 @@ import (
 
 type initOptions struct {
 	dir      string
-	template string
+	template string // scaffold; "" means plain for an empty folder, none otherwise
 	title    string
 }
 
@@ -31,7 +31,7 @@ func initCommand(g *globalOptions) *cli.Command {
 		Usage:     "scaffold a site, create its key pair and publish version one",
 		ArgsUsage: "[DIR]",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "template", Value: "plain", Usage: "scaffold: " + strings.Join(templates.Scaffolds(), ", "), Destination: &o.template},
+			&cli.StringFlag{Name: "template", Usage: "scaffold: " + strings.Join(templates.Scaffolds(), ", ") + " (default: plain for an empty folder; a folder with files gets none unless asked)", Destination: &o.template},
 			&cli.StringFlag{Name: "title", Usage: "the site's title (default: from the folder name)", Destination: &o.title},
 		},
 		Action: func(c *cli.Context) error {
@@ -61,12 +61,16 @@ type initResult struct {
 }
 
 func runInit(ctx context.Context, g *globalOptions, o initOptions) error {
-	if o.template == "" {
-		o.template = "plain"
-	}
 	abs, err := filepath.Abs(o.dir)
 	if err != nil {
 		return err
+	}
+	if o.template == "" {
+		// An existing site keeps its files as they are.
+		o.template = "plain"
+		if ents, err := os.ReadDir(abs); err == nil && len(ents) > 0 {
+			o.template = "none"
+		}
 	}
 	if site, err := publish.OpenSite(abs); err == nil {
 		return &userError{code: exitInvalid, msg: fmt.Sprintf("%s is already a beaker-dev site (%s)", o.dir, site.Key.URL())}
@@ -75,9 +79,11 @@ func runInit(ctx context.Context, g *globalOptions, o initOptions) error {
 	if title == "" {
 		title = titleFromDir(abs)
 	}
-	files, err := templates.Render(o.template, templates.Data{Title: title, Year: time.Now().Year()})
-	if err != nil {
-		return err
+	var files []templates.File
+	if o.template != "none" {
+		if files, err = templates.Render(o.template, templates.Data{Title: title, Year: time.Now().Year()}); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return err
@@ -111,7 +117,11 @@ func runInit(ctx context.Context, g *globalOptions, o initOptions) error {
 	key := t.archive.Key()
 	res.URL, res.Key, res.Version, res.Files, res.Bytes = key.URL(), key.String(), imp.Version, imp.Files, imp.Bytes
 	return g.emit(res, func(w io.Writer) {
-		fmt.Fprintf(w, "Created %s in %s from the %s scaffold\n", key.URL(), o.dir, o.template)
+		if o.template == "none" {
+			fmt.Fprintf(w, "Created %s for the files in %s\n", key.URL(), o.dir)
+		} else {
+			fmt.Fprintf(w, "Created %s in %s from the %s scaffold\n", key.URL(), o.dir, o.template)
+		}
 		if len(res.Skipped) > 0 {
 			fmt.Fprintf(w, "Kept your %s\n", strings.Join(res.Skipped, ", "))
 		}

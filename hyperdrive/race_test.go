@@ -1,0 +1,5 @@
+//go:build race
+
+package hyperdrive
+
+const raceEnabled = true

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs them all: vet, the unit and
+# end-to-end tests (with the race detector on the fast ones), then every
+# fuzz target for a short while.
+#
+#   ./test.sh              everything
+#   FUZZTIME=30s ./test.sh longer fuzzing
+#
+# With CI=true a missing component fails the tests instead of skipping them.
+set -euo pipefail
+cd "$(dirname "$0")"
+fuzztime=${FUZZTIME:-4s}
+
+echo "== go vet"
+go vet ./...
+test -z "$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
+
+echo "== tests (race detector, short mode)"
+go test -race -short -count=1 ./...
+
+echo "== tests (full)"
+go test -count=1 ./...
+
+echo "== fuzz targets, $fuzztime each"
+for pkg in $(go list ./...); do
+  dir=$(go list -f '{{.Dir}}' "$pkg")
+  for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+    echo "-- $pkg $target"
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" > /tmp/fuzz.$$.log 2>&1 || { cat /tmp/fuzz.$$.log; exit 1; }
+  done
+done
+rm -f /tmp/fuzz.$$.log
+echo "== all tests passed"
