@@ -143,3 +143,18 @@ const (
 )
 
 func decodeHex(s string) ([]byte, error) { return hex.DecodeString(s) }
+
+// TestFormatDocHasVectors keeps docs/FORMAT.md and these vectors in step.
+func TestFormatDocHasVectors(t *testing.T) {
+	doc, err := os.ReadFile("../docs/FORMAT.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{goldenDiscovery, goldenEntry0, goldenEntry1, goldenLeaf0, goldenLeaf1, goldenParent1,
+		goldenTree2, goldenSig2, goldenChunkList, fixedKey(t).Public.String(),
+		"gives " + goldenChunkCount + " chunks", strings.ReplaceAll(goldenFirstSizes, ",", ", ")} {
+		if !bytes.Contains(doc, []byte(v)) {
+			t.Errorf("docs/FORMAT.md does not state %q", v)
+		}
+	}
+}
