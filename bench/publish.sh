@@ -66,7 +66,7 @@ echo "one-file edit: median ${one_med}s ($(printf '%s ' "${one[@]}")), $(python3
 # A 100-byte edit in the middle of the largest file.
 big=$(find "$site" -type f -not -path '*/.dat/*' -printf '%s %p\n' | sort -n | tail -1 | cut -d' ' -f2-)
 size=$(stat -c %s "$big")
-printf '%0100d' 0 | dd of="$big" bs=1 seek=$((size / 2)) conv=notrunc status=none
+head -c 100 /dev/urandom | dd of="$big" bs=1 seek=$((size / 2)) conv=notrunc status=none
 new=$(BEAKER_DEV_HOME=$work/home "$bd" publish "$site" --json | json new_bytes)
 echo "100-byte edit in the middle of a $size-byte file: $new new bytes stored (target <= 131072)"
 
