@@ -57,6 +57,20 @@ func parentNode(left, right Node) Node {
 	return Node{Index: flattree.Parent(left.Index), Hash: sha256.Sum256(buf[:]), Size: size}
 }
 
+// pushLeaf appends a leaf to the full roots of a tree and merges roots of
+// equal depth into their parents. It returns the new roots, and nodes with
+// the leaf and every parent created appended.
+func pushLeaf(roots, nodes []Node, leaf Node) ([]Node, []Node) {
+	roots = append(roots, leaf)
+	nodes = append(nodes, leaf)
+	for len(roots) >= 2 && flattree.Depth(roots[len(roots)-1].Index) == flattree.Depth(roots[len(roots)-2].Index) {
+		p := parentNode(roots[len(roots)-2], roots[len(roots)-1])
+		roots = append(roots[:len(roots)-2], p)
+		nodes = append(nodes, p)
+	}
+	return roots, nodes
+}
+
 // TreeHash hashes the full roots of a tree, left to right, with their indexes
 // and sizes, which pins down the tree's shape and so its length.
 func TreeHash(roots []Node) Hash {

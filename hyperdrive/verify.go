@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/beaker-dev/beaker-dev/hyperdrive/flattree"
 )
 
 // VerifyOptions tune Verify.
@@ -204,15 +203,10 @@ func (v *verifier) log(ctx context.Context) error {
 				v.refs[r.Hash] = e.Content.Level
 			}
 		}
-		leaf := leafNode(seq, payload)
-		if err := checkNode(leaf); err != nil {
-			return err
-		}
-		roots = append(roots, leaf)
-		for len(roots) >= 2 && flattree.Depth(roots[len(roots)-1].Index) == flattree.Depth(roots[len(roots)-2].Index) {
-			p := parentNode(roots[len(roots)-2], roots[len(roots)-1])
-			roots = append(roots[:len(roots)-2], p)
-			if err := checkNode(p); err != nil {
+		var made []Node
+		roots, made = pushLeaf(roots, made[:0], leafNode(seq, payload))
+		for _, n := range made {
+			if err := checkNode(n); err != nil {
 				return err
 			}
 		}

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/beaker-dev/beaker-dev/hyperdrive/flattree"
 )
 
 // Writer appends to an archive. It holds the archive's writer lock, across
@@ -296,14 +295,7 @@ func (w *Writer) Commit() (uint64, error) {
 		records = appendEntryRecord(records, b)
 		end += entryHeaderSize + int64(len(b))
 		newOffsets = append(newOffsets, end)
-		leaf := leafNode(seq, b)
-		nodes = append(nodes, leaf)
-		roots = append(roots, leaf)
-		for len(roots) >= 2 && flattree.Depth(roots[len(roots)-1].Index) == flattree.Depth(roots[len(roots)-2].Index) {
-			p := parentNode(roots[len(roots)-2], roots[len(roots)-1])
-			roots = append(roots[:len(roots)-2], p)
-			nodes = append(nodes, p)
-		}
+		roots, nodes = pushLeaf(roots, nodes, leafNode(seq, b))
 	}
 	newLength := length + uint64(len(w.staged))
 	if _, err := a.entries.WriteAt(records, offsets[len(offsets)-1]); err != nil {
@@ -389,14 +381,7 @@ func (a *Archive) rebuildTreeLocked(length uint64, offsets []int64) ([]Node, err
 			return nil, err
 		}
 		buf = payload
-		leaf := leafNode(seq, payload)
-		nodes = append(nodes, leaf)
-		roots = append(roots, leaf)
-		for len(roots) >= 2 && flattree.Depth(roots[len(roots)-1].Index) == flattree.Depth(roots[len(roots)-2].Index) {
-			p := parentNode(roots[len(roots)-2], roots[len(roots)-1])
-			roots = append(roots[:len(roots)-2], p)
-			nodes = append(nodes, p)
-		}
+		roots, nodes = pushLeaf(roots, nodes, leafNode(seq, payload))
 		if len(nodes) >= 4096 && a.opts.Secret != nil {
 			if err := a.writeNodes(nodes); err != nil {
 				return nil, err

@@ -85,6 +85,14 @@ func args(c *cli.Context, min, max int) ([]string, error) {
 	return a, nil
 }
 
+// argOr returns a[i], or def when there is no such argument.
+func argOr(a []string, i int, def string) string {
+	if i < len(a) {
+		return a[i]
+	}
+	return def
+}
+
 // store opens the data directory.
 func (g *globalOptions) store() (*hyperdrive.Store, error) {
 	dir := g.dataDir

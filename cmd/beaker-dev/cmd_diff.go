@@ -24,10 +24,7 @@ func diffCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
-			o := diffOptions{from: a[0], to: a[1]}
-			if len(a) == 3 {
-				o.target = a[2]
-			}
+			o := diffOptions{from: a[0], to: a[1], target: argOr(a, 2, "")}
 			return runDiff(c.Context, g, o)
 		},
 	}

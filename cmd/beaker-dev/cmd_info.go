@@ -18,7 +18,7 @@ func infoCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
-			return runInfo(c.Context, g, first(a))
+			return runInfo(c.Context, g, argOr(a, 0, ""))
 		},
 	}
 }

@@ -39,10 +39,7 @@ func initCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
-			o.dir = "."
-			if len(a) == 1 {
-				o.dir = a[0]
-			}
+			o.dir = argOr(a, 0, ".")
 			return runInit(c.Context, g, o)
 		},
 	}

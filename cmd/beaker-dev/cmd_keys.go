@@ -33,7 +33,7 @@ func keysCommand(g *globalOptions) *cli.Command {
 					if err != nil {
 						return err
 					}
-					exp.target = first(a)
+					exp.target = argOr(a, 0, "")
 					return runKeysExport(c.Context, g, exp)
 				},
 			},
@@ -46,10 +46,7 @@ func keysCommand(g *globalOptions) *cli.Command {
 					if err != nil {
 						return err
 					}
-					imp.file = a[0]
-					if len(a) == 2 {
-						imp.dir = a[1]
-					}
+					imp.file, imp.dir = a[0], argOr(a, 1, "")
 					return runKeysImport(c.Context, g, imp)
 				},
 			},

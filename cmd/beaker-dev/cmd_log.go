@@ -23,16 +23,9 @@ func logCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
-			return runLog(c.Context, g, first(a))
+			return runLog(c.Context, g, argOr(a, 0, ""))
 		},
 	}
-}
-
-func first(a []string) string {
-	if len(a) == 0 {
-		return ""
-	}
-	return a[0]
 }
 
 type logChange struct {

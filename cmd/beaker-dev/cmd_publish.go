@@ -27,10 +27,7 @@ func publishCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
-			o.dir = "."
-			if len(a) == 1 {
-				o.dir = a[0]
-			}
+			o.dir = argOr(a, 0, ".")
 			return runPublish(c.Context, g, o)
 		},
 	}

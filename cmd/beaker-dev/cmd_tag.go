@@ -29,10 +29,7 @@ func tagCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
-			o.name, o.dir = a[0], "."
-			if len(a) == 2 {
-				o.dir = a[1]
-			}
+			o.name, o.dir = a[0], argOr(a, 1, ".")
 			return runTag(c.Context, g, o)
 		},
 	}

@@ -20,7 +20,7 @@ func verifyCommand(g *globalOptions) *cli.Command {
 			if err != nil {
 				return err
 			}
-			return runVerify(c.Context, g, first(a))
+			return runVerify(c.Context, g, argOr(a, 0, ""))
 		},
 	}
 }
