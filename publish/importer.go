@@ -33,6 +33,11 @@ type ImportOptions struct {
 	// LockWait is how long to wait for another writer's lock before failing
 	// with a *hyperdrive.LockedError. Zero means do not wait.
 	LockWait time.Duration
+	// Paths limits the import to these slash-separated paths relative to
+	// the root (files or folders, as a watcher reports them): a folder is
+	// scanned whole, and a path that no longer exists is deleted from the
+	// archive with everything below it. nil means the whole folder.
+	Paths []string
 }
 
 // ImportResult says what an import did.
@@ -121,7 +126,13 @@ func Import(ctx context.Context, a *hyperdrive.Archive, root string, opts Import
 	}
 	defer r.Close()
 	res := &ImportResult{}
-	files, err := scan(ctx, r, res)
+	var files []scanned
+	covered := func(string) bool { return true }
+	if opts.Paths == nil {
+		files, err = scan(ctx, r, res)
+	} else {
+		files, covered, err = scanPaths(ctx, r, opts.Paths, res)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -145,7 +156,7 @@ func Import(ctx context.Context, a *hyperdrive.Archive, root string, opts Import
 		return nil, err
 	}
 	for _, p := range latest.Paths() {
-		if !present[p] {
+		if !present[p] && covered(p) {
 			res.Deleted = append(res.Deleted, p)
 		}
 	}
@@ -321,87 +332,189 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// scan walks the folder through r, applying the ignore rules, and returns
-// its regular files sorted by path.
+// scan walks the whole folder through r, applying the ignore rules, and
+// returns its regular files sorted by path.
 func scan(ctx context.Context, r *os.Root, res *ImportResult) ([]scanned, error) {
-	ig := NewIgnore()
 	var files []scanned
-	fsys := r.FS()
-	var walk func(dir string) error
-	walk = func(dir string) error {
-		if err := ctx.Err(); err != nil {
-			return err
+	if err := walk(ctx, r, NewIgnore(), "", res, &files); err != nil {
+		return nil, err
+	}
+	sortScanned(files)
+	return files, nil
+}
+
+// scanPaths scans only the given paths (files or folders) and returns their
+// files and a function telling which archive paths the scan covered, so
+// that only those can be found deleted.
+func scanPaths(ctx context.Context, r *os.Root, paths []string, res *ImportResult) ([]scanned, func(string) bool, error) {
+	clean := make([]string, 0, len(paths))
+	for _, p := range paths {
+		p = strings.Trim(path.Clean("/"+p), "/")
+		if p != "" {
+			clean = append(clean, p)
+		} else {
+			files, err := scan(ctx, r, res)
+			return files, func(string) bool { return true }, err
 		}
-		name := dir
+	}
+	// The rules that apply to a path come from the .datignore files of its
+	// folders, parents first.
+	ig := NewIgnore()
+	dirs := map[string]bool{"": true}
+	for _, p := range clean {
+		for d := path.Dir(p); d != "."; d = path.Dir(d) {
+			dirs[d] = true
+		}
+	}
+	ordered := make([]string, 0, len(dirs))
+	for d := range dirs {
+		ordered = append(ordered, d)
+	}
+	sort.Slice(ordered, func(i, j int) bool {
+		di, dj := strings.Count(ordered[i], "/"), strings.Count(ordered[j], "/")
+		if ordered[i] == "" || ordered[j] == "" {
+			return ordered[i] == ""
+		}
+		if di != dj {
+			return di < dj
+		}
+		return ordered[i] < ordered[j]
+	})
+	fsys := r.FS()
+	for _, d := range ordered {
+		name := d
 		if name == "" {
 			name = "."
 		}
-		d, err := r.Open(name)
-		if err != nil {
-			if dir == "" {
-				return err
-			}
-			res.Skipped = append(res.Skipped, dir+": "+err.Error())
-			return nil
-		}
-		ents, err := d.ReadDir(-1)
-		d.Close()
-		if err != nil {
-			res.Skipped = append(res.Skipped, name+": "+err.Error())
-			return nil
-		}
 		if b, err := fs.ReadFile(fsys, path.Join(name, IgnoreFile)); err == nil {
-			ig.Add(dir, b)
+			ig.Add(d, b)
 		}
-		sort.Slice(ents, func(i, j int) bool { return ents[i].Name() < ents[j].Name() })
-		for _, e := range ents {
-			rel := path.Join(dir, e.Name())
-			var fi fs.FileInfo
-			if e.Type()&fs.ModeSymlink != 0 {
-				// Follow the link, but only inside the root.
-				if fi, err = fs.Stat(fsys, rel); err != nil {
-					res.Skipped = append(res.Skipped, rel+": symlink to outside the site or to nothing")
-					continue
-				}
-				if fi.IsDir() {
-					res.Skipped = append(res.Skipped, rel+": symlink to a folder (not followed)")
-					continue
-				}
-			}
-			isDir := e.IsDir()
-			if ig.Match(rel, isDir) {
-				continue
-			}
-			if isDir {
-				if err := walk(rel); err != nil {
-					return err
-				}
-				continue
-			}
-			if fi == nil {
-				if !e.Type().IsRegular() {
-					continue // sockets, devices, pipes
-				}
-				if fi, err = e.Info(); err != nil {
-					continue // gone since ReadDir
-				}
-			}
-			if !fi.Mode().IsRegular() {
-				continue
-			}
-			if err := hyperdrive.ValidatePath("/" + rel); err != nil {
-				res.Skipped = append(res.Skipped, rel+": "+err.Error())
-				continue
-			}
-			files = append(files, scanned{rel: rel, size: fi.Size(), mtime: fi.ModTime().UnixNano(), mode: fi.Mode().Perm()})
+	}
+	var files []scanned
+	seen := map[string]bool{}
+	for _, p := range clean {
+		if seen[p] {
+			continue
 		}
+		seen[p] = true
+		fi, err := fs.Lstat(fsys, p)
+		if err != nil {
+			continue // gone: covered, so the archive drops it
+		}
+		if fi.Mode()&fs.ModeSymlink != 0 {
+			if fi, err = fs.Stat(fsys, p); err != nil || fi.IsDir() {
+				res.Skipped = append(res.Skipped, p+": symlink to outside the site, to a folder or to nothing")
+				continue
+			}
+		}
+		if ig.Match(p, fi.IsDir()) {
+			continue
+		}
+		if fi.IsDir() {
+			if err := walk(ctx, r, ig, p, res, &files); err != nil {
+				return nil, nil, err
+			}
+			continue
+		}
+		if f, ok := regularFile(p, fi, res); ok {
+			files = append(files, f)
+		}
+	}
+	sortScanned(files)
+	prefixes := make([]string, len(clean))
+	for i, p := range clean {
+		prefixes[i] = "/" + p
+	}
+	covered := func(ap string) bool {
+		for _, p := range prefixes {
+			if ap == p || strings.HasPrefix(ap, p+"/") {
+				return true
+			}
+		}
+		return false
+	}
+	return files, covered, nil
+}
+
+// walk adds the regular files of folder dir (relative to the root; "" for
+// the root) and below to files, applying ig and the .datignore files met.
+func walk(ctx context.Context, r *os.Root, ig *Ignore, dir string, res *ImportResult, files *[]scanned) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	name := dir
+	if name == "" {
+		name = "."
+	}
+	d, err := r.Open(name)
+	if err != nil {
+		if dir == "" {
+			return err
+		}
+		res.Skipped = append(res.Skipped, dir+": "+err.Error())
 		return nil
 	}
-	if err := walk(""); err != nil {
-		return nil, err
+	ents, err := d.ReadDir(-1)
+	d.Close()
+	if err != nil {
+		res.Skipped = append(res.Skipped, name+": "+err.Error())
+		return nil
 	}
-	// Walking sorted folders in order yields "a/b" before "a.txt"; the
-	// archive orders by full path.
+	fsys := r.FS()
+	if b, err := fs.ReadFile(fsys, path.Join(name, IgnoreFile)); err == nil {
+		ig.Add(dir, b)
+	}
+	for _, e := range ents {
+		rel := path.Join(dir, e.Name())
+		var fi fs.FileInfo
+		if e.Type()&fs.ModeSymlink != 0 {
+			// Follow the link, but only inside the root.
+			if fi, err = fs.Stat(fsys, rel); err != nil {
+				res.Skipped = append(res.Skipped, rel+": symlink to outside the site or to nothing")
+				continue
+			}
+			if fi.IsDir() {
+				res.Skipped = append(res.Skipped, rel+": symlink to a folder (not followed)")
+				continue
+			}
+		}
+		isDir := e.IsDir()
+		if ig.Match(rel, isDir) {
+			continue
+		}
+		if isDir {
+			if err := walk(ctx, r, ig, rel, res, files); err != nil {
+				return err
+			}
+			continue
+		}
+		if fi == nil {
+			if !e.Type().IsRegular() {
+				continue // sockets, devices, pipes
+			}
+			if fi, err = e.Info(); err != nil {
+				continue // gone since ReadDir
+			}
+		}
+		if f, ok := regularFile(rel, fi, res); ok {
+			*files = append(*files, f)
+		}
+	}
+	return nil
+}
+
+// regularFile turns a stat into a scanned file, or explains why not.
+func regularFile(rel string, fi fs.FileInfo, res *ImportResult) (scanned, bool) {
+	if !fi.Mode().IsRegular() {
+		return scanned{}, false
+	}
+	if err := hyperdrive.ValidatePath("/" + rel); err != nil {
+		res.Skipped = append(res.Skipped, rel+": "+err.Error())
+		return scanned{}, false
+	}
+	return scanned{rel: rel, size: fi.Size(), mtime: fi.ModTime().UnixNano(), mode: fi.Mode().Perm()}, true
+}
+
+func sortScanned(files []scanned) {
 	slices.SortFunc(files, func(a, b scanned) int { return strings.Compare(a.rel, b.rel) })
-	return files, nil
 }

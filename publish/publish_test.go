@@ -282,3 +282,45 @@ func TestExportRefusesNonEmpty(t *testing.T) {
 		t.Fatalf("Export into non-empty = %v", err)
 	}
 }
+
+func TestImportPaths(t *testing.T) {
+	_, a, dir := newSite(t)
+	rng := rand.New(rand.NewPCG(21, 22))
+	randomTree(t, rng, dir, 40)
+	writeFile(t, filepath.Join(dir, "keep.html"), []byte("keep"))
+	writeFile(t, filepath.Join(dir, "gone.html"), []byte("gone"))
+	writeFile(t, filepath.Join(dir, "old", "a.html"), []byte("a"))
+	writeFile(t, filepath.Join(dir, "old", "b.html"), []byte("b"))
+	ctx := context.Background()
+	if _, err := Import(ctx, a, dir, ImportOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Changes the partial import is told about...
+	writeFile(t, filepath.Join(dir, "keep.html"), []byte("kept, edited"))
+	os.Remove(filepath.Join(dir, "gone.html"))
+	os.RemoveAll(filepath.Join(dir, "old"))
+	writeFile(t, filepath.Join(dir, "new", "deep", "c.html"), []byte("c"))
+	writeFile(t, filepath.Join(dir, "node_modules", "x.js"), []byte("x"))
+	// ...and one it is not: it must stay as it was in the archive.
+	writeFile(t, filepath.Join(dir, "unreported.html"), []byte("later"))
+	res, err := Import(ctx, a, dir, ImportOptions{Paths: []string{"keep.html", "gone.html", "old", "new", "node_modules/x.js"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"/gone.html", "/keep.html", "/new/deep/c.html", "/old/a.html", "/old/b.html"}
+	if fmt.Sprint(res.Changed) != fmt.Sprint(want) {
+		t.Fatalf("changed %v, want %v", res.Changed, want)
+	}
+	s := a.Latest()
+	if _, ok := s.File("/unreported.html"); ok {
+		t.Fatal("a path outside the batch was imported")
+	}
+	if _, ok := s.File("/node_modules/x.js"); ok {
+		t.Fatal("an ignored path was imported")
+	}
+	// A full import picks up the rest.
+	res, _ = Import(ctx, a, dir, ImportOptions{})
+	if fmt.Sprint(res.Changed) != "[/unreported.html]" {
+		t.Fatalf("full import changed %v", res.Changed)
+	}
+}

@@ -38,6 +38,7 @@ func newApp(g *globalOptions) *cli.App {
 		},
 		Commands: []*cli.Command{
 			initCommand(g),
+			serveCommand(g),
 			publishCommand(g),
 			tagCommand(g),
 			logCommand(g),

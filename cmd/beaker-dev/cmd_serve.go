@@ -1,0 +1,423 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/beaker-dev/beaker-dev/devserver"
+	"github.com/beaker-dev/beaker-dev/hyperdrive"
+	"github.com/beaker-dev/beaker-dev/publish"
+)
+
+// defaultPort is serve's port unless --port says otherwise. It stays the
+// same from run to run, so bookmarks and phones keep working.
+const defaultPort = 8282
+
+type serveOptions struct {
+	dir       string
+	port      int
+	noLAN     bool
+	noPublish bool
+	noMDNS    bool
+	open      bool
+	mdnsName  string
+	poll      bool
+}
+
+func serveCommand(g *globalOptions) *cli.Command {
+	var o serveOptions
+	return &cli.Command{
+		Name:      "serve",
+		Usage:     "live-reload preview on this machine and the LAN; publish every save",
+		ArgsUsage: "[DIR]",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "port", Value: defaultPort, Usage: "HTTP port", Destination: &o.port},
+			&cli.BoolFlag{Name: "no-lan", Usage: "listen on this machine only (no LAN URLs, no mDNS)", Destination: &o.noLAN},
+			&cli.BoolFlag{Name: "no-publish", Usage: "preview only: do not publish saves as versions", Destination: &o.noPublish},
+			&cli.BoolFlag{Name: "no-mdns", Usage: "do not advertise on the LAN by mDNS", Destination: &o.noMDNS},
+			&cli.BoolFlag{Name: "open", Usage: "open the preview in the default browser", Destination: &o.open},
+			&cli.StringFlag{Name: "mdns-name", Usage: "NAME for http://NAME.local:PORT/ (default: from the site's title)", Destination: &o.mdnsName},
+			&cli.BoolFlag{Name: "poll", Usage: "watch by polling instead of inotify (network file systems)", Destination: &o.poll},
+		},
+		Action: func(c *cli.Context) error {
+			a, err := args(c, 0, 1)
+			if err != nil {
+				return err
+			}
+			o.dir = argOr(a, 0, ".")
+			return runServe(c.Context, g, o)
+		},
+	}
+}
+
+// preview is what serve shows: the folder as it will be published at plain
+// paths, and the archive's versions at /+N/ and /@TAG/.
+type preview struct {
+	folder     *publish.FolderFS
+	archive    *hyperdrive.Archive
+	publishing bool
+	run        string        // this run's id, for preview stamps
+	stamp      atomic.Uint64 // bumped on every change when not publishing
+}
+
+func (p *preview) Current() devserver.Files {
+	if p.publishing {
+		return devserver.Files{FS: p.folder, Version: strconv.FormatUint(p.archive.Version(), 10)}
+	}
+	return devserver.Files{FS: p.folder, Version: p.run + "." + strconv.FormatUint(p.stamp.Load(), 10)}
+}
+
+func (p *preview) Checkout(spec string) (devserver.Files, error) {
+	v, err := p.archive.Resolve(spec)
+	if errors.Is(err, hyperdrive.ErrNoTag) || errors.Is(err, hyperdrive.ErrNoVersion) {
+		// Perhaps another process (beaker-dev tag) just added it.
+		if rerr := p.archive.Refresh(); rerr == nil {
+			v, err = p.archive.Resolve(spec)
+		}
+	}
+	if err != nil {
+		return devserver.Files{}, fmt.Errorf("%w: %s", devserver.ErrVersion, clean(err))
+	}
+	snap, err := p.archive.Checkout(v)
+	if err != nil {
+		return devserver.Files{}, fmt.Errorf("%w: %s", devserver.ErrVersion, clean(err))
+	}
+	return devserver.Files{FS: snap, Version: strconv.FormatUint(v, 10), Immutable: true}, nil
+}
+
+// printer writes serve's output from several goroutines: lines for people,
+// or one JSON object a line with --json.
+type printer struct {
+	mu   sync.Mutex
+	g    *globalOptions
+	json *json.Encoder
+}
+
+func newPrinter(g *globalOptions) *printer {
+	p := &printer{g: g}
+	if g.json {
+		p.json = json.NewEncoder(g.stdout)
+		p.json.SetEscapeHTML(false)
+	}
+	return p
+}
+
+// event prints a JSON event (with --json) or the text line.
+func (p *printer) event(v map[string]any, text string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.json != nil {
+		if v != nil {
+			p.json.Encode(v)
+		}
+		return
+	}
+	if text != "" {
+		fmt.Fprintln(p.g.stdout, text)
+	}
+}
+
+// warn always goes to stderr.
+func (p *printer) warn(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.g.stderr, "beaker-dev: warning: "+format+"\n", args...)
+}
+
+func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
+	out := newPrinter(g)
+	abs, err := filepath.Abs(o.dir)
+	if err != nil {
+		return err
+	}
+	if st, err := os.Stat(abs); err != nil || !st.IsDir() {
+		return fmt.Errorf("%w: %s is not a folder", publish.ErrNotSite, o.dir)
+	}
+	t, err := g.openTarget(abs)
+	if errors.Is(err, publish.ErrNotSite) {
+		// A folder with no archive yet gets one, as init would make it.
+		if t, err = g.createArchive(ctx, abs); err == nil {
+			out.event(nil, fmt.Sprintf("Created %s for %s (keys in %s)", t.archive.Key().URL(), o.dir, t.store.Dir()))
+		}
+	}
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	a := t.archive
+	publishing := !o.noPublish
+	if publishing && !a.Writable() {
+		return &userError{code: exitNotFound, msg: fmt.Sprintf("no secret key for %s in %s: this machine cannot publish it; use --no-publish to preview only, or import the key (beaker-dev keys import)", a.Key().URL(), t.store.Dir()),
+			err: hyperdrive.ErrNoKey}
+	}
+
+	folder, err := publish.NewFolderFS(abs)
+	if err != nil {
+		return err
+	}
+	defer folder.Close()
+	pv := &preview{folder: folder, archive: a, publishing: publishing, run: strconv.FormatInt(time.Now().UnixNano()%1e9, 36)}
+	cache := publish.NewStatCache()
+	if publishing {
+		res, err := publish.Import(ctx, a, abs, publish.ImportOptions{Cache: cache, LockWait: 10 * time.Second})
+		if err != nil {
+			return err
+		}
+		if res.Committed {
+			out.event(map[string]any{"event": "published", "version": res.Version, "changed": res.Changed, "ms": ms(res.Duration)},
+				fmt.Sprintf("Published version %d: %d changed since the last publish (%s)", res.Version, len(res.Changed), res.Duration.Round(time.Millisecond)))
+		}
+	}
+	title := siteTitle(folder, abs)
+	mdnsName := o.mdnsName
+	if mdnsName == "" {
+		mdnsName = devserver.MDNSName(title)
+	}
+	host := ""
+	if o.noLAN {
+		host = "127.0.0.1"
+	}
+	var lan []devserver.LANAddr
+	if !o.noLAN {
+		if lan, err = devserver.LANAddrs(); err != nil {
+			out.warn("cannot list LAN addresses: %v", err)
+		}
+	}
+	srv, err := devserver.Listen(devserver.Options{
+		Site:     pv,
+		Addr:     net.JoinHostPort(host, strconv.Itoa(o.port)),
+		MDNSName: mdnsName,
+		URL:      a.Key().URL(),
+		Title:    title,
+		Status:   func() devserver.Status { return archiveStatus(a) },
+		Events:   func(e devserver.Event) { printDevEvent(out, e) },
+		LAN:      lanURLs(lan, o.port),
+	})
+	if err != nil {
+		if errors.Is(err, devserver.ErrPortInUse) {
+			return &userError{code: exitInvalid, msg: clean(err), err: err}
+		}
+		return err
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+
+	var adv *devserver.Advertiser
+	mdnsHost := ""
+	if !o.noLAN && !o.noMDNS && len(lan) > 0 {
+		ips := make([]net.IP, 0, len(lan))
+		for _, l := range lan {
+			ips = append(ips, l.IP)
+		}
+		adv, err = devserver.Advertise(devserver.MDNSOptions{Name: mdnsName, Instance: title, Port: srv.Port(), IPs: ips})
+		if err != nil {
+			out.warn("mDNS advertising failed (phones can still use the IP addresses): %v", err)
+		} else {
+			mdnsHost = mdnsName + ".local"
+		}
+	}
+	printListening(out, g, srv, a, lan, mdnsHost, abs)
+	if o.open {
+		openBrowser(srv.LocalURL())
+	}
+
+	watcher, err := publish.Watch(ctx, abs, publish.WatchOptions{Poll: o.poll, Warn: func(msg string) { out.warn("%s", msg) }})
+	if err != nil {
+		shutdown(srv, adv)
+		return err
+	}
+	loopErr := watchLoop(ctx, out, srv, pv, watcher, abs, cache)
+	watcher.Close()
+	shutdown(srv, adv)
+	if err := <-served; err != nil {
+		return err
+	}
+	if errors.Is(loopErr, context.Canceled) || ctx.Err() != nil {
+		out.event(nil, "Stopped.")
+		return nil
+	}
+	return loopErr
+}
+
+// watchLoop publishes each batch of saves and tells the pages.
+func watchLoop(ctx context.Context, out *printer, srv *devserver.Server, pv *preview, w *publish.Watcher, dir string, cache *publish.StatCache) error {
+	for {
+		var b publish.Batch
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case b, ok = <-w.Batches():
+			if !ok {
+				return ctx.Err()
+			}
+		}
+		saved := time.Now()
+		if b.Full {
+			pv.folder.Invalidate()
+		}
+		if !pv.publishing {
+			pv.stamp.Add(1)
+			paths := make([]string, 0, len(b.Paths))
+			for _, p := range b.Paths {
+				paths = append(paths, "/"+p)
+			}
+			if b.Full {
+				paths = append(paths, "/") // unknown changes: reload everything
+			}
+			v := pv.Current().Version
+			n := srv.Broadcast(devserver.Update{Version: v, Paths: paths, SavedAt: saved})
+			out.event(map[string]any{"event": "reload", "version": v, "paths": paths, "clients": n},
+				fmt.Sprintf("Reloaded %d page(s): %s", n, summarize(paths, 4)))
+			continue
+		}
+		opts := publish.ImportOptions{Cache: cache, LockWait: 10 * time.Second}
+		if !b.Full {
+			opts.Paths = b.Paths
+		}
+		res, err := publish.Import(ctx, pv.archive, dir, opts)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			_, msg := exitCode(err)
+			out.warn("publishing failed: %s", msg)
+			srv.Fail("Publishing failed", msg)
+			continue
+		}
+		if !res.Committed {
+			continue // a save that changed nothing reloads nothing
+		}
+		out.event(map[string]any{"event": "published", "version": res.Version, "changed": res.Changed, "ms": ms(res.Duration)},
+			fmt.Sprintf("Published version %d: %s (%s)", res.Version, summarize(res.Changed, 4), res.Duration.Round(100*time.Microsecond)))
+		v := strconv.FormatUint(res.Version, 10)
+		n := srv.Broadcast(devserver.Update{Version: v, Paths: res.Changed, SavedAt: saved})
+		out.event(map[string]any{"event": "reload", "version": res.Version, "paths": res.Changed, "clients": n}, "")
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func shutdown(srv *devserver.Server, adv *devserver.Advertiser) {
+	if adv != nil {
+		adv.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Shutdown(ctx)
+}
+
+// siteTitle reads the title from dat.json, else names the folder.
+func siteTitle(fsys *publish.FolderFS, dir string) string {
+	if b, err := fs.ReadFile(fsys, "dat.json"); err == nil {
+		if m, err := hyperdrive.ParseSiteManifest(b); err == nil && strings.TrimSpace(m.Title) != "" {
+			return strings.TrimSpace(m.Title)
+		}
+	}
+	return titleFromDir(dir)
+}
+
+func lanURLs(lan []devserver.LANAddr, port int) []string {
+	var out []string
+	for _, l := range lan {
+		out = append(out, "http://"+net.JoinHostPort(l.IP.String(), strconv.Itoa(port))+"/")
+	}
+	return out
+}
+
+func printListening(out *printer, g *globalOptions, srv *devserver.Server, a *hyperdrive.Archive, lan []devserver.LANAddr, mdnsHost, dir string) {
+	urls := lanURLs(lan, srv.Port())
+	if urls == nil {
+		urls = []string{}
+	}
+	ev := map[string]any{"event": "listening", "url": srv.LocalURL(), "dat": a.Key().URL(), "lan": urls, "version": a.Version()}
+	if mdnsHost != "" {
+		ev["mdns"] = mdnsHost
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Serving %s (%s)\n", dir, a.Key().URL())
+	fmt.Fprintf(&b, "  Local:    http://localhost:%d/\n", srv.Port())
+	for i, l := range lan {
+		fmt.Fprintf(&b, "  Network:  %-28s (%s)\n", urls[i], l.Interface)
+	}
+	if mdnsHost != "" {
+		fmt.Fprintf(&b, "  mDNS:     http://%s:%d/\n", mdnsHost, srv.Port())
+	}
+	fmt.Fprintf(&b, "  Dashboard: http://localhost:%d/.beaker-dev/\n", srv.Port())
+	if len(urls) > 0 {
+		if qr, err := devserver.QR(urls[0]); err == nil {
+			fmt.Fprintf(&b, "\n%s\n  Scan to open %s on a phone on this network.", qr, urls[0])
+		}
+	}
+	out.event(ev, b.String())
+}
+
+func printDevEvent(out *printer, e devserver.Event) {
+	switch e := e.(type) {
+	case devserver.PaintEvent:
+		how := "reload"
+		if e.Swap {
+			how = "swap"
+		}
+		out.event(map[string]any{"event": "paint", "device": e.Device, "path": e.Path, "version": e.Version, "swap": e.Swap, "ms": ms(e.SaveToPaint)},
+			fmt.Sprintf("  %s: save → paint %d ms (%s, %s)", e.Device, e.SaveToPaint.Milliseconds(), how, e.Path))
+	case devserver.ViolationEvent:
+		out.event(map[string]any{"event": "violation", "directive": e.Directive, "blocked": e.Blocked, "page": e.Page, "advice": e.Advice},
+			fmt.Sprintf("Sandbox: %s blocked %s on %s. %s", e.Directive, e.Blocked, e.Page, e.Advice))
+	case devserver.ClientEvent:
+		if e.Connected {
+			out.event(map[string]any{"event": "client", "device": e.Device, "clients": e.Clients},
+				fmt.Sprintf("  %s connected (%d page(s) open)", e.Device, e.Clients))
+		}
+	}
+}
+
+// archiveStatus feeds the dashboard.
+func archiveStatus(a *hyperdrive.Archive) devserver.Status {
+	st := devserver.Status{Version: strconv.FormatUint(a.Version(), 10)}
+	tags := map[uint64][]string{}
+	for _, t := range a.Tags() {
+		tags[t.Version] = append(tags[t.Version], t.Name)
+	}
+	vs := a.Versions()
+	prev := uint64(0)
+	for _, v := range vs {
+		st.Versions = append(st.Versions, devserver.StatusVersion{Version: v.Length, Time: time.Unix(0, v.Time), Changes: int(v.Length - prev), Tags: tags[v.Length]})
+		prev = v.Length
+	}
+	for i, j := 0, len(st.Versions)-1; i < j; i, j = i+1, j-1 {
+		st.Versions[i], st.Versions[j] = st.Versions[j], st.Versions[i]
+	}
+	if len(st.Versions) > 50 {
+		st.Versions = st.Versions[:50]
+	}
+	return st
+}
+
+func openBrowser(url string) {
+	for _, c := range []string{"xdg-open", "open"} {
+		if p, err := exec.LookPath(c); err == nil {
+			cmd := exec.Command(p, url)
+			cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+			if cmd.Start() == nil {
+				cmd.Process.Release() // the browser outlives us
+			}
+			return
+		}
+	}
+}

@@ -1,0 +1,3 @@
+package devserver
+
+import _ "github.com/chromedp/chromedp"
