@@ -32,12 +32,12 @@ import (
 //	{"type":"pong","t":T}
 //	{"type":"violation","directive":D,"blocked":U,"source":S,"line":L,"page":P}
 const (
-	pingInterval  = 5 * time.Second
-	writeTimeout  = 10 * time.Second
-	readLimit     = 64 << 10
-	clientQueue   = 64
-	keptUpdates   = 256
-	keptReloads   = 20
+	pingInterval = 5 * time.Second
+	writeTimeout = 10 * time.Second
+	readLimit    = 64 << 10
+	clientQueue  = 64
+	keptUpdates  = 256
+	keptReloads  = 20
 )
 
 type hub struct {

@@ -67,13 +67,13 @@ type Options struct {
 
 // Server is a running dev server.
 type Server struct {
-	opts   Options
-	token  string
-	hub    *hub
-	http   *http.Server
-	ln     net.Listener
-	hosts  *hostPolicy
-	csp    *violations
+	opts      Options
+	token     string
+	hub       *hub
+	http      *http.Server
+	ln        net.Listener
+	hosts     *hostPolicy
+	csp       *violations
 	manifests manifests
 }
 

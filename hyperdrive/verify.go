@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-
 )
 
 // VerifyOptions tune Verify.

@@ -7,7 +7,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-
 )
 
 // Writer appends to an archive. It holds the archive's writer lock, across
