@@ -19,6 +19,7 @@ type dashboardData struct {
 	Reloads []ReloadRecord
 	Status  Status
 	Token   string
+	Run     string
 }
 
 func (s *Server) status() Status {
@@ -49,7 +50,7 @@ func (s *Server) serveDashboard(w http.ResponseWriter, r *http.Request) {
 	}
 	d := dashboardData{
 		Title: s.opts.Title, URL: s.opts.URL, LAN: s.opts.LAN, QR: qrSVG(qrTarget),
-		Clients: s.Clients(), Reloads: s.hub.recentReloads(), Status: s.status(), Token: s.token,
+		Clients: s.Clients(), Reloads: s.hub.recentReloads(), Status: s.status(), Token: s.token, Run: s.run,
 	}
 	if d.Title == "" {
 		d.Title = "Untitled site"

@@ -31,6 +31,7 @@ const internalPrefix = "/.beaker-dev/"
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+internalPrefix+"client.js", s.serveClient)
+	mux.HandleFunc("GET "+internalPrefix+"ping", s.servePing)
 	mux.HandleFunc("GET "+internalPrefix+"ws", s.hub.serveWS)
 	mux.HandleFunc("POST "+internalPrefix+"csp-report", s.serveCSPReport)
 	mux.HandleFunc("GET "+internalPrefix+"api/status", s.serveStatus)
@@ -47,6 +48,15 @@ func (s *Server) serveClient(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("ETag", clientETag)
 	http.ServeContent(w, r, "client.js", time.Time{}, bytes.NewReader(inject.ClientJS))
+}
+
+// servePing tells a page whether the server that served it still runs: the
+// run id is public (unlike the token), so a page whose socket is refused
+// after a restart knows to reload and get the new token.
+func (s *Server) servePing(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	fmt.Fprintf(w, `{"run":%q}`, s.run)
 }
 
 var clientETag = func() string {
@@ -348,7 +358,7 @@ func fileETag(files Files, fi fs.FileInfo) string {
 
 // injectClient adds the live-reload client to a page served from file.
 func (s *Server) injectClient(b []byte, files Files, file string, h http.Header) []byte {
-	data := map[string]string{"token": s.token, "version": files.Version, "file": file}
+	data := map[string]string{"token": s.token, "run": s.run, "version": files.Version, "file": file}
 	if files.Immutable {
 		data["fixed"] = "1"
 	}

@@ -68,7 +68,8 @@ type Options struct {
 // Server is a running dev server.
 type Server struct {
 	opts      Options
-	token     string
+	token     string // secret: authorizes a page's websocket
+	run       string // public: names this run, so pages notice a restart
 	hub       *hub
 	http      *http.Server
 	ln        net.Listener
@@ -92,9 +93,9 @@ func Listen(opts Options) (*Server, error) {
 		}
 		return nil, err
 	}
-	tok := make([]byte, 16)
+	tok := make([]byte, 24)
 	rand.Read(tok)
-	s := &Server{opts: opts, token: hex.EncodeToString(tok), ln: ln}
+	s := &Server{opts: opts, token: hex.EncodeToString(tok[:16]), run: hex.EncodeToString(tok[16:]), ln: ln}
 	s.hosts = newHostPolicy(opts.MDNSName)
 	s.csp = newViolations()
 	s.hub = newHub(s)

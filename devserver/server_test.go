@@ -224,7 +224,7 @@ func TestWebRootAndNotFound(t *testing.T) {
 func TestInjection(t *testing.T) {
 	s, _, _ := startServer(t, "", site)
 	resp, body := get(t, s, "/")
-	if !strings.Contains(body, `<head><script src="/.beaker-dev/client.js" data-file="/index.html" data-token="`+s.token+`" data-version="1" defer></script><title>`) {
+	if !strings.Contains(body, `<head><script src="/.beaker-dev/client.js" data-file="/index.html" data-run="`+s.run+`" data-token="`+s.token+`" data-version="1" defer></script><title>`) {
 		t.Fatalf("client not injected at the start of <head>: %s", body)
 	}
 	if resp.ContentLength != int64(len(body)) {

@@ -69,14 +69,31 @@
     };
     ws.onclose = function () {
       if (state.ws === ws) state.ws = null;
-      retry();
+      restarted(function (yes) {
+        // A new server run has a new token: the page must be fetched again
+        // (which also catches up with what changed while it was down).
+        if (yes) reload(null);
+        else retry();
+      });
     };
+  }
+
+  // restarted asks the server, if it is up, whether it is still the run
+  // that served this page.
+  function restarted(cb) {
+    if (!window.fetch || !data.run) return cb(false);
+    fetch('/.beaker-dev/ping', { cache: 'no-store' }).then(function (r) {
+      return r.ok ? r.json() : null;
+    }).then(function (j) { cb(!!j && j.run !== data.run); }, function () { cb(false); });
   }
 
   var timer = null;
   function retry() {
-    if (timer || document.visibilityState === 'hidden') return;
-    var delay = Math.min(100 * Math.pow(2, state.tries++), 5000);
+    if (timer) return;
+    // Back off to one try every 5 s; a hidden tab waits longer, and
+    // becoming visible again retries at once.
+    var cap = document.visibilityState === 'hidden' ? 30000 : 5000;
+    var delay = Math.min(100 * Math.pow(2, state.tries++), cap);
     timer = setTimeout(function () { timer = null; connect(); }, delay);
   }
   function now() {
@@ -125,6 +142,78 @@
     location.reload();
   }
 
+  // refresh shows a changed page. A page that runs no scripts of its own is
+  // replaced in place: the new HTML is fetched and its head and body swapped
+  // in, which looks exactly like a reload without the cost of a navigation
+  // (and keeps the scroll position by itself). A page with scripts gets a
+  // real reload, so they run again.
+  function refresh(msg, rcv) {
+    if (!window.fetch || !window.DOMParser || runsScripts(document)) return reload(msg, rcv);
+    fetch(location.href, { cache: 'no-store', credentials: 'same-origin' }).then(function (r) {
+      var type = r.headers.get('Content-Type') || '';
+      if (!r.ok || type.indexOf('text/html') < 0 || r.redirected) throw new Error('not a page');
+      return r.text();
+    }).then(function (html) {
+      var doc = new DOMParser().parseFromString(html, 'text/html');
+      if (runsScripts(doc)) return reload(msg, rcv);
+      return swapDocument(doc).then(function () {
+        afterPaint(function () { painted(msg.id, rcv); });
+      });
+    }).catch(function () { reload(msg, rcv); });
+  }
+
+  function isOurs(el) {
+    return el.tagName === 'SCRIPT' && pathOf(el.getAttribute('src') || '') === '/.beaker-dev/client.js';
+  }
+
+  // runsScripts reports whether a document has code of its own: scripts,
+  // inline event handlers, a meta refresh, or <noscript> (which a parser
+  // without scripting reads differently).
+  function runsScripts(doc) {
+    var all = doc.getElementsByTagName('*');
+    for (var i = 0; i < all.length; i++) {
+      var el = all[i], tag = el.tagName;
+      if ((tag === 'SCRIPT' && !isOurs(el)) || tag === 'NOSCRIPT') return true;
+      if (tag === 'META' && /refresh/i.test(el.getAttribute('http-equiv') || '')) return true;
+      for (var j = 0; j < el.attributes.length; j++) {
+        if (/^on/i.test(el.attributes[j].name)) return true;
+      }
+    }
+    return false;
+  }
+
+  // swapDocument replaces the head's elements (keeping those that did not
+  // change, so styles are not refetched) and the body. New stylesheets load
+  // before the body changes, so nothing shows unstyled.
+  function swapDocument(doc) {
+    var root = document.documentElement;
+    Array.prototype.slice.call(root.attributes).forEach(function (a) {
+      if (!doc.documentElement.hasAttribute(a.name)) root.removeAttribute(a.name);
+    });
+    Array.prototype.slice.call(doc.documentElement.attributes).forEach(function (a) {
+      root.setAttribute(a.name, a.value);
+    });
+    var old = new Map();
+    Array.prototype.slice.call(document.head.children).forEach(function (el) {
+      if (!isOurs(el)) old.set(el.outerHTML, el);
+    });
+    var waits = [], added = [];
+    Array.prototype.slice.call(doc.head.children).forEach(function (el) {
+      var key = el.outerHTML;
+      if (old.has(key)) { old.delete(key); return; }
+      var node = document.importNode(el, true);
+      if (node.tagName === 'LINK' && /stylesheet/i.test(node.rel)) waits.push(loaded(node));
+      document.head.appendChild(node);
+      added.push(node);
+    });
+    var x = window.scrollX, y = window.scrollY;
+    return Promise.all(waits).then(function () {
+      old.forEach(function (el) { el.remove(); });
+      document.body.replaceWith(document.importNode(doc.body, true));
+      window.scrollTo(x, y);
+    });
+  }
+
   function apply(msg, rcv) {
     state.version = msg.version;
     overlay(null);
@@ -135,7 +224,7 @@
       else if (c.kind === 'page') { if (c.path === data.file) full = true; }
       else full = true;
     });
-    if (full) return reload(msg, rcv);
+    if (full) return data.dashboard === '1' ? reload(msg, rcv) : refresh(msg, rcv);
     var waits = [];
     if (css.length) waits = waits.concat(swapCSS(css, msg.version));
     for (var i = 0; i < images.length; i++) {

@@ -22,6 +22,7 @@ type FolderFS struct {
 	mu     sync.RWMutex
 	ig     *Ignore
 	loaded map[string]bool // folders whose .datignore has been read
+	real   map[string]bool // folders known not to be (or lie under) symlinks
 }
 
 // NewFolderFS opens dir.
@@ -30,18 +31,40 @@ func NewFolderFS(dir string) (*FolderFS, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &FolderFS{root: r, fsys: r.FS(), ig: NewIgnore(), loaded: map[string]bool{}}, nil
+	return &FolderFS{root: r, fsys: r.FS(), ig: NewIgnore(), loaded: map[string]bool{}, real: map[string]bool{}}, nil
 }
 
 // Close releases the folder.
 func (f *FolderFS) Close() error { return f.root.Close() }
 
-// Invalidate forgets the ignore rules read so far; call it when a
-// .datignore file changes.
+// Invalidate forgets what it learned about the folder (the ignore rules,
+// which folders are real folders); call it when files change.
 func (f *FolderFS) Invalidate() {
 	f.mu.Lock()
-	f.ig, f.loaded = NewIgnore(), map[string]bool{}
+	f.ig, f.loaded, f.real = NewIgnore(), map[string]bool{}, map[string]bool{}
 	f.mu.Unlock()
+}
+
+// realDir reports whether folder d (and every folder above it) is a real
+// folder, not a symlink, remembering the answer until Invalidate.
+func (f *FolderFS) realDir(d string) bool {
+	f.mu.RLock()
+	ok := f.real[d]
+	f.mu.RUnlock()
+	if ok {
+		return true
+	}
+	if parent := path.Dir(d); parent != "." && !f.realDir(parent) {
+		return false
+	}
+	fi, err := fs.Lstat(f.fsys, d)
+	if err != nil || !fi.IsDir() {
+		return false
+	}
+	f.mu.Lock()
+	f.real[d] = true
+	f.mu.Unlock()
+	return true
 }
 
 // ignored reports whether name (an fs.FS name) is left out, loading the
@@ -99,13 +122,8 @@ func (f *FolderFS) check(op, name string) (fs.FileInfo, error) {
 		return nil, &fs.PathError{Op: op, Path: name, Err: fs.ErrInvalid}
 	}
 	notExist := &fs.PathError{Op: op, Path: name, Err: fs.ErrNotExist}
-	if name != "." {
-		for d := path.Dir(name); d != "."; d = path.Dir(d) {
-			fi, err := fs.Lstat(f.fsys, d)
-			if err != nil || fi.Mode()&fs.ModeSymlink != 0 {
-				return nil, notExist
-			}
-		}
+	if d := path.Dir(name); name != "." && d != "." && !f.realDir(d) {
+		return nil, notExist
 	}
 	fi, err := fs.Lstat(f.fsys, name)
 	if err != nil {

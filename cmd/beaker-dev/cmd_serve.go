@@ -268,9 +268,8 @@ func watchLoop(ctx context.Context, out *printer, srv *devserver.Server, pv *pre
 			}
 		}
 		saved := time.Now()
-		if b.Full {
-			pv.folder.Invalidate()
-		}
+		pv.folder.Invalidate() // the folder changed: re-read ignore rules and folder types
+
 		if !pv.publishing {
 			pv.stamp.Add(1)
 			paths := make([]string, 0, len(b.Paths))

@@ -17,7 +17,7 @@ import (
 
 // serveRun is `beaker-dev serve --json` running in this process.
 type serveRun struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	url    string
 	lan    []string
@@ -49,7 +49,7 @@ func (l *lockedBuffer) String() string {
 }
 
 // startServe runs serve on dir with a data dir of its own; port 0 picks one.
-func startServe(t *testing.T, home, dir string, port int, noLAN bool) *serveRun {
+func startServe(t testing.TB, home, dir string, port int, noLAN bool) *serveRun {
 	t.Helper()
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
