@@ -267,7 +267,10 @@ func watchLoop(ctx context.Context, out *printer, srv *devserver.Server, pv *pre
 				return ctx.Err()
 			}
 		}
-		saved := time.Now()
+		saved := b.First
+		if saved.IsZero() {
+			saved = time.Now()
+		}
 		pv.folder.Invalidate() // the folder changed: re-read ignore rules and folder types
 
 		if !pv.publishing {

@@ -280,3 +280,53 @@ func TestServePortTaken(t *testing.T) {
 		t.Fatalf("second serve on port %d: %d %q", r.port, code, msg)
 	}
 }
+
+// TestServeHidesWhatIsNotPublished checks, over HTTP, that serve never
+// serves secrets, VCS or archive metadata, ignored files or files reached
+// through symlinks out of the site, and that `publish` works while it runs.
+func TestServeHidesWhatIsNotPublished(t *testing.T) {
+	home, dir := filepath.Join(t.TempDir(), "home"), t.TempDir()
+	outside := filepath.Join(t.TempDir(), "secret.txt")
+	os.WriteFile(outside, []byte("OUTSIDE-SECRET"), 0o600)
+	for name, content := range map[string]string{
+		"index.html":        "<!doctype html><head></head>home",
+		".env":              "API_KEY=ENV-SECRET",
+		".git/config":       "GIT-SECRET",
+		"node_modules/m.js": "MODULE",
+		"drafts/d.html":     "DRAFT",
+		".datignore":        "drafts/\n",
+	} {
+		p := filepath.Join(dir, filepath.FromSlash(name))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(content), 0o644)
+	}
+	os.Symlink(outside, filepath.Join(dir, "leak.txt"))
+	os.Symlink(filepath.Dir(outside), filepath.Join(dir, "leakdir"))
+	r := startServe(t, home, dir, 0, true)
+	for _, p := range []string{".env", ".git/config", "node_modules/m.js", "drafts/d.html", "leak.txt", "leakdir/secret.txt",
+		".dat/archive.json", ".datignore", "%2e%2e/%2e%2e/etc/passwd", "..%2f..%2fetc%2fpasswd"} {
+		resp, err := http.Get(r.url + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 || strings.Contains(string(b), "SECRET") || strings.Contains(string(b), "root:") || strings.Contains(string(b), "DRAFT") {
+			t.Errorf("/%s: status %d, %q", p, resp.StatusCode, b)
+		}
+	}
+	// The keys live in the data dir, not in the site.
+	keys, _ := filepath.Glob(filepath.Join(home, "keys", "*.key"))
+	if len(keys) != 1 {
+		t.Fatalf("keys: %v", keys)
+	}
+	if st, _ := os.Stat(keys[0]); st.Mode().Perm() != 0o600 {
+		t.Fatalf("key mode %v", st.Mode().Perm())
+	}
+	c := &shell{t: t, home: home, dir: t.TempDir()}
+	var pub publishResult
+	c.ok(&pub, "publish", dir)
+	if pub.Committed {
+		t.Fatalf("publish while serve runs found changes serve had not published: %v", pub.Changed)
+	}
+}
