@@ -1,3 +1,0 @@
-package devserver
-
-import _ "github.com/chromedp/chromedp"
