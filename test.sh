@@ -11,6 +11,28 @@ set -euo pipefail
 cd "$(dirname "$0")"
 fuzztime=${FUZZTIME:-4s}
 
+# What the tests drive for real, installed when missing: Debian's headless
+# Chromium (browser tests), Avahi with a private D-Bus and the npm
+# multicast-dns package (mDNS interop), and GNU time (benchmarks).
+missing=()
+command -v chromium >/dev/null || missing+=(chromium)
+command -v avahi-daemon >/dev/null || missing+=(avahi-daemon)
+command -v avahi-resolve >/dev/null || missing+=(avahi-utils)
+command -v dbus-daemon >/dev/null || missing+=(dbus-daemon)
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+if ! NODE_PATH=$(npm root -g 2>/dev/null) node -e 'require("multicast-dns")' 2>/dev/null; then
+  echo "== installing multicast-dns (npm)"
+  npm install -g --silent multicast-dns@7.2.5 >/dev/null
+fi
+
 echo "== go vet"
 go vet ./...
 test -z "$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt would change:"; gofmt -l .; exit 1; }

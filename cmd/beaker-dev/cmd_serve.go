@@ -173,6 +173,12 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 	defer folder.Close()
 	pv := &preview{folder: folder, archive: a, publishing: publishing, run: strconv.FormatInt(time.Now().UnixNano()%1e9, 36)}
 	cache := publish.NewStatCache()
+	// Watch before the first import, so no save falls between the two.
+	watcher, err := publish.Watch(ctx, abs, publish.WatchOptions{Poll: o.poll, Warn: func(msg string) { out.warn("%s", msg) }})
+	if err != nil {
+		return err
+	}
+	defer watcher.Close()
 	if publishing {
 		res, err := publish.Import(ctx, a, abs, publish.ImportOptions{Cache: cache, LockWait: 10 * time.Second})
 		if err != nil {
@@ -236,11 +242,6 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 		openBrowser(srv.LocalURL())
 	}
 
-	watcher, err := publish.Watch(ctx, abs, publish.WatchOptions{Poll: o.poll, Warn: func(msg string) { out.warn("%s", msg) }})
-	if err != nil {
-		shutdown(srv, adv)
-		return err
-	}
 	loopErr := watchLoop(ctx, out, srv, pv, watcher, abs, cache)
 	watcher.Close()
 	shutdown(srv, adv)

@@ -50,13 +50,19 @@ func (l *lockedBuffer) String() string {
 
 // startServe runs serve on dir with a data dir of its own; port 0 picks one.
 func startServe(t testing.TB, home, dir string, port int, noLAN bool) *serveRun {
+	return startServeWith(t, home, serveOptions{dir: dir, port: port, noLAN: noLAN, noMDNS: true})
+}
+
+// startServeWith runs serve with the given options.
+func startServeWith(t testing.TB, home string, o serveOptions) *serveRun {
+	dir := o.dir
 	t.Helper()
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &serveRun{t: t, dir: dir, cancel: cancel, done: make(chan error, 1), stderr: &lockedBuffer{}, notify: make(chan struct{}, 1)}
 	g := &globalOptions{dataDir: home, json: true, stdout: pw, stderr: r.stderr}
 	go func() {
-		err := runServe(ctx, g, serveOptions{dir: dir, port: port, noLAN: noLAN, noMDNS: true})
+		err := runServe(ctx, g, o)
 		pw.Close()
 		r.done <- err
 	}()
@@ -224,34 +230,21 @@ func TestServeNoPublish(t *testing.T) {
 	c := &shell{t: t, home: home, dir: t.TempDir()}
 	var ini initResult
 	c.ok(&ini, "init", dir)
-	pr, pw := io.Pipe()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- runServe(ctx, &globalOptions{dataDir: home, json: true, stdout: pw, stderr: io.Discard}, serveOptions{dir: dir, noLAN: true, noPublish: true})
-		pw.Close()
-	}()
-	sc := bufio.NewScanner(pr)
-	sc.Scan()
-	os.WriteFile(filepath.Join(dir, "index.html"), []byte("<!doctype html><head></head>two"), 0o644)
-	sawReload := false
-	for sc.Scan() {
-		var ev map[string]any
-		json.Unmarshal(sc.Bytes(), &ev)
-		if ev["event"] == "published" {
-			t.Fatal("--no-publish published")
-		}
-		if ev["event"] == "reload" {
-			sawReload = true
-			break
+	r := startServeWith(t, home, serveOptions{dir: dir, noLAN: true, noMDNS: true, noPublish: true})
+	n := r.count()
+	r.write("index.html", "<!doctype html><head></head>two")
+	r.waitEvent("reload", n, nil)
+	if body := httpGet(t, r.url); !strings.Contains(body, "two") {
+		t.Fatalf("preview: %s", body)
+	}
+	r.stop()
+	r.mu.Lock()
+	for _, e := range r.events {
+		if e["event"] == "published" {
+			t.Errorf("--no-publish published: %v", e)
 		}
 	}
-	cancel()
-	go io.Copy(io.Discard, pr)
-	<-done
-	if !sawReload {
-		t.Fatal("no reload event")
-	}
+	r.mu.Unlock()
 	var info infoResult
 	c.ok(&info, "info", dir)
 	if info.Version != ini.Version {
