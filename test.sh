@@ -37,11 +37,16 @@ echo "== go vet"
 go vet ./...
 test -z "$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt would change:"; gofmt -l .; exit 1; }
 
+# These lower the kernel's inotify limits for a moment, which would upset
+# watchers in packages tested at the same time: they run alone, last.
+kernel='TestWatchLimitFallsBackToPolling|TestWatchOverflowGivesFull'
+
 echo "== tests (race detector, short mode)"
-go test -race -short -count=1 ./...
+go test -race -short -count=1 -skip "$kernel" ./...
 
 echo "== tests (full)"
-go test -count=1 ./...
+go test -count=1 -skip "$kernel" ./...
+go test -count=1 -run "$kernel" ./publish/
 
 echo "== fuzz targets, $fuzztime each"
 for pkg in $(go list ./...); do

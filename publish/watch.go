@@ -40,6 +40,11 @@ type WatchOptions struct {
 	// the exact `sudo sysctl fs.inotify.max_user_watches=...` command and how to make it
 	// permanent), and that beaker-dev falls back to polling. May be nil.
 	Warn func(msg string)
+
+	// stall, in tests, holds the watcher before it reads its first event
+	// until the channel is closed, so the kernel's queue can be made to
+	// overflow deterministically.
+	stall chan struct{}
 }
 
 // Batch is one debounced set of changes.
@@ -223,6 +228,12 @@ func (l *watchLoop) run(ctx context.Context) error {
 		l.warn(m)
 	}
 	l.warnings = nil
+	if l.opts.stall != nil {
+		select {
+		case <-l.opts.stall:
+		case <-ctx.Done():
+		}
+	}
 	for {
 		var events <-chan fsnotify.Event
 		var errs <-chan error

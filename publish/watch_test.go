@@ -703,13 +703,17 @@ func TestWatchOverflowGivesFull(t *testing.T) {
 	outside := filepath.Join(t.TempDir(), "big")
 	nestedTree(t, outside, 8, 0)
 	restore := setInotifySysctl(t, "max_queued_events", 16)
-	w := startWatch(t, dir, WatchOptions{})
+	stall := make(chan struct{})
+	w := startWatch(t, dir, WatchOptions{stall: stall})
 	restore()
 	r := newRecorder(t, w)
+	// Nobody reads the kernel's queue while the watcher is held: it
+	// overflows for sure.
 	must(t, os.Rename(outside, filepath.Join(dir, "big")))
 	for i := range 500 {
 		must(t, os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%d.html", i)), nil, 0o644))
 	}
+	close(stall)
 	r.untilFull("a Full batch after overflowing a 16-event queue")
 	if w.Polling() {
 		t.Fatal("fell back to polling")
