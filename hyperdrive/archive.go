@@ -28,6 +28,9 @@ type Options struct {
 	LockHolder string
 	// Chunking is used by Create; the zero value means DefaultChunkParams.
 	Chunking ChunkParams
+	// Replica opens an archive without its secret key for writing what
+	// peers send: verified entries, signed roots and chunks (BeginSync).
+	Replica bool
 }
 
 func (o *Options) now() time.Time {
@@ -44,9 +47,10 @@ func (o *Options) now() time.Time {
 //
 // An Archive is safe for concurrent use.
 type Archive struct {
-	key  PublicKey
-	dir  string
-	opts Options
+	key      PublicKey
+	dir      string
+	opts     Options
+	writable bool // the files are open for writing (a secret key, or a replica)
 
 	entries, tree, sigFile, chunks, chunkIdx *os.File
 
@@ -62,6 +66,7 @@ type Archive struct {
 	files     map[string]FileState // files of the latest version; replaced, never mutated
 	tags      map[string]Tag       // replaced, never mutated
 	rolled    int                  // signed versions dropped at open because their data was missing
+	fetcher   Fetcher              // gets missing chunks from peers; nil for none
 	writing   bool                 // a Writer of this handle holds the lock
 	snapCache []*Snapshot
 
@@ -145,7 +150,7 @@ func Open(dir string, key PublicKey, opts Options) (*Archive, error) {
 		}
 		return nil, err
 	}
-	return open(dir, key, opts, opts.Secret != nil)
+	return open(dir, key, opts, opts.Secret != nil || opts.Replica)
 }
 
 func open(dir string, key PublicKey, opts Options, writable bool) (*Archive, error) {
@@ -154,7 +159,7 @@ func open(dir string, key PublicKey, opts Options, writable bool) (*Archive, err
 			return nil, fmt.Errorf("%w: the secret key given does not belong to %s", ErrNoKey, key.URL())
 		}
 	}
-	a := &Archive{key: key, dir: dir, opts: opts, offsets: []int64{headerSize},
+	a := &Archive{key: key, dir: dir, opts: opts, writable: writable, offsets: []int64{headerSize},
 		files: map[string]FileState{}, tags: map[string]Tag{}, chunkMap: map[Hash]chunkLoc{}}
 	var err error
 	open := func(name string) (*os.File, int64) {

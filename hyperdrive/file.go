@@ -239,8 +239,31 @@ func (f *File) index(ref Ref, childLevel uint8) (refList, error) {
 	return l, nil
 }
 
-// readChunk returns the stored bytes addressed by h, checked against h.
+// readChunk returns the bytes addressed by h, checked against h: stored
+// ones, or, for a replica that lacks them, fetched from peers.
 func (a *Archive) readChunk(h Hash) ([]byte, error) {
+	data, err := a.readLocalChunk(h)
+	if !errors.Is(err, ErrChunkMissing) {
+		return data, err
+	}
+	a.mu.RLock()
+	fetch := a.fetcher
+	a.mu.RUnlock()
+	if fetch == nil {
+		return nil, err
+	}
+	data, err = fetch(h)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %x: %v", ErrChunkMissing, h[:8], err)
+	}
+	if Hash(sha256Sum(data)) != h {
+		return nil, fmt.Errorf("%w: fetched chunk %x does not match its address", ErrBadProof, h[:8])
+	}
+	return data, nil
+}
+
+// readLocalChunk returns the stored bytes addressed by h, checked against h.
+func (a *Archive) readLocalChunk(h Hash) ([]byte, error) {
 	a.chunkMu.Lock()
 	loc, ok := a.chunkMap[h]
 	pending := ok && loc.off+int64(loc.n) > a.chunksFlush

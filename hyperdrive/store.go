@@ -155,3 +155,18 @@ func (s *Store) Archives() ([]PublicKey, error) {
 	sort.Slice(out, func(i, j int) bool { return strings.Compare(out[i].String(), out[j].String()) < 0 })
 	return out, nil
 }
+
+// OpenReplica opens the store's copy of archive k for replication,
+// creating an empty one if the store has none. An archive the store holds
+// the secret key of opens as usual (writable).
+func (s *Store) OpenReplica(k PublicKey, opts Options) (*Archive, error) {
+	if kp, err := s.LoadKey(k); err == nil && s.HasArchive(k) {
+		opts.Secret = kp.Secret
+		return Open(s.ArchiveDir(k), k, opts)
+	}
+	if !s.HasArchive(k) {
+		return CreateReplica(s.ArchiveDir(k), k, opts)
+	}
+	opts.Replica = true
+	return Open(s.ArchiveDir(k), k, opts)
+}

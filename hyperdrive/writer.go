@@ -18,6 +18,7 @@ type Writer struct {
 	lock   *writerLock
 	staged []Entry
 	closed bool
+	sync   bool // BeginSync: appends only what peers send, verified
 }
 
 // Begin takes the writer lock, waiting until ctx is done if another process
@@ -34,6 +35,21 @@ func (a *Archive) begin(ctx context.Context) (*Writer, error) {
 	if a.opts.Secret == nil {
 		return nil, ErrReadOnly
 	}
+	return a.lockWriter(ctx, false)
+}
+
+// BeginSync takes the writer lock of a replica (or any writable archive) to
+// append what peers send: entries that extend the log and the signed roots
+// they reach (AppendVerified), and chunks (PutChunk). Everything is checked
+// before it is stored; nothing else can be written through it.
+func (a *Archive) BeginSync(ctx context.Context) (*Writer, error) {
+	if !a.writable {
+		return nil, ErrReadOnly
+	}
+	return a.lockWriter(ctx, true)
+}
+
+func (a *Archive) lockWriter(ctx context.Context, sync bool) (*Writer, error) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
@@ -47,7 +63,7 @@ func (a *Archive) begin(ctx context.Context) (*Writer, error) {
 		a.writeMu.Unlock()
 		return nil, err
 	}
-	w := &Writer{a: a, lock: lock}
+	w := &Writer{a: a, lock: lock, sync: sync}
 	a.mu.Lock()
 	a.writing = true
 	a.mu.Unlock()
@@ -134,6 +150,9 @@ func (w *Writer) WriteContent(r io.Reader) (Content, ContentStats, error) {
 	if w.closed {
 		return Content{}, ContentStats{}, ErrClosed
 	}
+	if w.sync {
+		return Content{}, ContentStats{}, ErrReadOnly
+	}
 	a := w.a
 	cw, _ := a.contentPool.Get().(*contentWriter)
 	params := a.Manifest().Chunking
@@ -205,6 +224,9 @@ func (a *Archive) flushChunks() error {
 
 // Put stages a put entry for path.
 func (w *Writer) Put(path string, meta FileMeta, c Content) error {
+	if w.sync {
+		return ErrReadOnly
+	}
 	e := Entry{Type: EntryPut, Path: path, File: meta, Content: c}
 	if err := e.validate(); err != nil {
 		return err
@@ -215,6 +237,9 @@ func (w *Writer) Put(path string, meta FileMeta, c Content) error {
 
 // Delete stages the removal of path.
 func (w *Writer) Delete(path string) error {
+	if w.sync {
+		return ErrReadOnly
+	}
 	e := Entry{Type: EntryDelete, Path: path}
 	if err := e.validate(); err != nil {
 		return err
@@ -226,6 +251,9 @@ func (w *Writer) Delete(path string) error {
 // Tag stages a tag naming the latest committed version. name is a semantic
 // version ("2.1.0"; "v2.1.0" is accepted and stored without the "v").
 func (w *Writer) Tag(name, message string) (string, error) {
+	if w.sync {
+		return "", ErrReadOnly
+	}
 	canon, err := CanonicalTag(name)
 	if err != nil {
 		return "", err
@@ -261,6 +289,9 @@ func (w *Writer) Staged() int { return len(w.staged) }
 func (w *Writer) Commit() (uint64, error) {
 	if w.closed {
 		return 0, ErrClosed
+	}
+	if w.sync {
+		return 0, ErrReadOnly
 	}
 	a := w.a
 	a.mu.RLock()
@@ -381,14 +412,14 @@ func (a *Archive) rebuildTreeLocked(length uint64, offsets []int64) ([]Node, err
 		}
 		buf = payload
 		roots, nodes = pushLeaf(roots, nodes, leafNode(seq, payload))
-		if len(nodes) >= 4096 && a.opts.Secret != nil {
+		if len(nodes) >= 4096 && a.writable {
 			if err := a.writeNodes(nodes); err != nil {
 				return nil, err
 			}
 			nodes = nodes[:0]
 		}
 	}
-	if a.opts.Secret != nil {
+	if a.writable {
 		if err := a.writeNodes(nodes); err != nil {
 			return nil, err
 		}
