@@ -137,3 +137,10 @@ func rootsMatchLength(roots []Node, length uint64) bool {
 	}
 	return true
 }
+
+// PushLeaf adds entry seq (its encoding) to the full roots of the tree
+// before it and returns the roots after it.
+func PushLeaf(roots []Node, seq uint64, entry []byte) []Node {
+	roots, _ = pushLeaf(roots, nil, leafNode(seq, entry))
+	return roots
+}

@@ -1,0 +1,422 @@
+package swarm
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/beaker-dev/beaker-dev/hyperdrive"
+	"github.com/beaker-dev/beaker-dev/hyperdrive/wire"
+)
+
+// peer is one connection for one archive. Its reader runs in the goroutine
+// that called loop; its writer is a goroutine it owns. close ends both.
+type peer struct {
+	f         *Feed
+	c         *wire.Conn
+	addr      netip.AddrPort
+	transport string
+	dialed    bool
+
+	out    chan wire.Message
+	queued atomic.Int64 // bytes of responses queued
+	done   chan struct{}
+	once   sync.Once
+	writer sync.WaitGroup
+
+	mu       sync.Mutex
+	err      error
+	nextID   uint64
+	requests map[uint64]*request
+	byHash   map[hyperdrive.Hash]uint64
+	remote   uint64 // the peer's advertised length
+	flags    byte
+	roots    map[uint64][]hyperdrive.Node
+}
+
+type request struct {
+	req  wire.Request
+	sent time.Time
+}
+
+func newPeer(f *Feed, c *wire.Conn, addr netip.AddrPort, transport string, dialed bool) *peer {
+	return &peer{
+		f: f, c: c, addr: addr, transport: transport, dialed: dialed,
+		out: make(chan wire.Message, 256), done: make(chan struct{}),
+		requests: map[uint64]*request{}, byHash: map[hyperdrive.Hash]uint64{}, roots: map[uint64][]hyperdrive.Node{},
+	}
+}
+
+// close ends the connection; err, if any, says why (and bans the address
+// when the peer misbehaved).
+func (p *peer) close(err error) {
+	p.once.Do(func() {
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		close(p.done)
+		p.c.Close()
+	})
+}
+
+func (p *peer) closedNow() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wait waits for the writer goroutine.
+func (p *peer) wait() { p.writer.Wait() }
+
+func (p *peer) setStatus(length uint64, flags byte) {
+	p.mu.Lock()
+	p.remote, p.flags = max(p.remote, length), flags
+	p.mu.Unlock()
+}
+
+func (p *peer) length() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.remote
+}
+
+func (p *peer) inflightCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.byHash)
+}
+
+// trySend queues a message without blocking; false if the queue is full.
+func (p *peer) trySend(m wire.Message) bool {
+	select {
+	case p.out <- m:
+		return true
+	case <-p.done:
+		return false
+	default:
+		return false
+	}
+}
+
+// send queues a response, waiting while too many bytes are queued for the
+// peer: a peer that asks faster than it reads is slowed, not buffered.
+func (p *peer) send(m wire.Message, size int) bool {
+	for p.queued.Load() > maxQueuedBytes {
+		select {
+		case <-p.done:
+			return false
+		case <-time.After(time.Millisecond):
+		}
+	}
+	p.queued.Add(int64(size))
+	select {
+	case p.out <- m:
+		return true
+	case <-p.done:
+		return false
+	}
+}
+
+// request sends a request and remembers it.
+func (p *peer) request(r wire.Request) bool {
+	p.mu.Lock()
+	p.nextID++
+	r.ID = p.nextID
+	p.requests[r.ID] = &request{req: r, sent: time.Now()}
+	if r.Kind == wire.KindChunk {
+		p.byHash[r.Hash] = r.ID
+	}
+	p.mu.Unlock()
+	if !p.trySend(r) {
+		p.mu.Lock()
+		delete(p.requests, r.ID)
+		if r.Kind == wire.KindChunk {
+			delete(p.byHash, r.Hash)
+		}
+		p.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+func (p *peer) requestChunk(h hyperdrive.Hash) bool {
+	p.mu.Lock()
+	_, asked := p.byHash[h]
+	p.mu.Unlock()
+	if asked {
+		return false
+	}
+	return p.request(wire.Request{Kind: wire.KindChunk, Hash: h})
+}
+
+// cancel withdraws a chunk request.
+func (p *peer) cancel(h hyperdrive.Hash) {
+	p.mu.Lock()
+	id, ok := p.byHash[h]
+	if ok {
+		delete(p.byHash, h)
+		delete(p.requests, id)
+	}
+	p.mu.Unlock()
+	if ok {
+		p.trySend(wire.Cancel{ID: id})
+	}
+}
+
+// take removes and returns the request a response answers.
+func (p *peer) take(id uint64) *request {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := p.requests[id]
+	if r == nil {
+		return nil
+	}
+	delete(p.requests, id)
+	if r.req.Kind == wire.KindChunk {
+		delete(p.byHash, r.req.Hash)
+	}
+	return r
+}
+
+// writeLoop sends queued messages, and keepalives when idle.
+func (p *peer) writeLoop() {
+	defer p.writer.Done()
+	t := time.NewTimer(keepalive)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			return
+		case m := <-p.out:
+			p.c.SetWriteDeadline(time.Now().Add(idleTimeout))
+			err := p.c.WriteMessage(m)
+			if c, ok := m.(wire.Chunk); ok {
+				p.queued.Add(-int64(len(c.Data)))
+			} else if e, ok := m.(wire.Entries); ok {
+				p.queued.Add(-int64(entriesSize(e)))
+			}
+			if err != nil {
+				p.close(nil)
+				return
+			}
+			t.Reset(keepalive)
+		case <-t.C:
+			p.c.SetWriteDeadline(time.Now().Add(idleTimeout))
+			if p.c.WriteKeepalive() != nil {
+				p.close(nil)
+				return
+			}
+			t.Reset(keepalive)
+		}
+	}
+}
+
+func entriesSize(e wire.Entries) int {
+	n := 0
+	for _, x := range e.Entries {
+		n += len(x)
+	}
+	return n
+}
+
+// errMisbehaved wraps errors that are the peer's fault.
+var errMisbehaved = errors.New("swarm: peer misbehaved")
+
+// loop reads messages until the connection ends.
+func (p *peer) loop() {
+	p.writer.Add(1)
+	go p.writeLoop()
+	timeouts := time.NewTicker(requestTimeout / 4)
+	defer timeouts.Stop()
+	msgs := make(chan wire.Message)
+	readErr := make(chan error, 1)
+	p.writer.Add(1)
+	go func() {
+		defer p.writer.Done()
+		for {
+			p.c.SetReadDeadline(time.Now().Add(idleTimeout))
+			m, err := p.c.ReadMessage()
+			if err != nil {
+				readErr <- err
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-p.done:
+				return
+			}
+		}
+	}()
+	var err error
+loop:
+	for {
+		select {
+		case m := <-msgs:
+			if err = p.handle(m); err != nil {
+				break loop
+			}
+		case err = <-readErr:
+			if wireFault(err) {
+				err = fmt.Errorf("%w: %v", errMisbehaved, err)
+			} else {
+				err = nil // the connection ended
+			}
+			break loop
+		case <-timeouts.C:
+			p.expire()
+		case <-p.done:
+			break loop
+		}
+	}
+	if err != nil {
+		if errors.Is(err, errMisbehaved) || isBadData(err) {
+			p.f.s.ban(p.addr.Addr(), err)
+		}
+		p.f.fail(fmt.Errorf("peer %s: %w", p.addr, err))
+	}
+	p.close(err)
+	p.writer.Wait()
+}
+
+func wireFault(err error) bool {
+	return errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrTooBig)
+}
+
+// isBadData reports data that failed verification: the peer lied.
+func isBadData(err error) bool {
+	return errors.Is(err, hyperdrive.ErrBadProof) || errors.Is(err, hyperdrive.ErrBadSignature) ||
+		errors.Is(err, hyperdrive.ErrMalformed) || errors.Is(err, hyperdrive.ErrForked)
+}
+
+// expire gives requests that went unanswered too long to other peers.
+func (p *peer) expire() {
+	now := time.Now()
+	var late []hyperdrive.Hash
+	p.mu.Lock()
+	for id, r := range p.requests {
+		if now.Sub(r.sent) > requestTimeout {
+			delete(p.requests, id)
+			if r.req.Kind == wire.KindChunk {
+				delete(p.byHash, r.req.Hash)
+				late = append(late, r.req.Hash)
+			}
+		}
+	}
+	p.mu.Unlock()
+	for _, h := range late {
+		p.f.onTimeout(p, h)
+	}
+}
+
+// handle processes one message from the peer. An error ends the
+// connection.
+func (p *peer) handle(m wire.Message) error {
+	f := p.f
+	switch m := m.(type) {
+	case wire.Status:
+		return f.onStatus(p, m)
+	case wire.Request:
+		return p.serve(m)
+	case wire.Cancel:
+		return nil // answers go out in order and fast; nothing to withdraw
+	case wire.Entries:
+		if r := p.take(m.ID); r == nil || r.req.Kind != wire.KindEntries || m.Start != r.req.Start || m.Upgrade != r.req.Upgrade {
+			return fmt.Errorf("%w: unrequested entries", errMisbehaved)
+		} else if len(m.Entries) == 0 && m.Start < r.req.End {
+			return fmt.Errorf("%w: empty entries answer", errMisbehaved)
+		}
+		return f.onEntries(p, m)
+	case wire.Chunk:
+		r := p.take(m.ID)
+		if r == nil {
+			return nil // cancelled, or timed out and asked elsewhere
+		}
+		if r.req.Kind != wire.KindChunk {
+			return fmt.Errorf("%w: a chunk for another request", errMisbehaved)
+		}
+		return f.onChunk(p, r.req.Hash, m.Data)
+	case wire.Signatures:
+		if r := p.take(m.ID); r == nil || r.req.Kind != wire.KindSignatures {
+			return fmt.Errorf("%w: unrequested signatures", errMisbehaved)
+		}
+		return f.onSignatures(p, m)
+	case wire.NotHave:
+		r := p.take(m.ID)
+		if r == nil {
+			return nil
+		}
+		switch r.req.Kind {
+		case wire.KindChunk:
+			f.onNotHave(p, r.req.Hash)
+		default:
+			f.mu.Lock()
+			if f.logReq == p {
+				f.logReq = nil
+			}
+			f.mu.Unlock()
+		}
+		return nil
+	case wire.Close:
+		return nil
+	case wire.Open:
+		return fmt.Errorf("%w: a second open", errMisbehaved)
+	}
+	return nil
+}
+
+// serve answers a request from the peer.
+func (p *peer) serve(r wire.Request) error {
+	a := p.f.a
+	switch r.Kind {
+	case wire.KindChunk:
+		data, err := a.Chunk(r.Hash)
+		if err != nil {
+			p.send(wire.NotHave{ID: r.ID}, 0)
+			return nil
+		}
+		p.f.mu.Lock()
+		p.f.got.Uploaded += int64(len(data))
+		p.f.mu.Unlock()
+		p.send(wire.Chunk{ID: r.ID, Data: data}, len(data))
+	case wire.KindSignatures:
+		var roots []wire.SignedRoot
+		for _, s := range a.Versions() {
+			if s.Length > r.After && len(roots) < wire.MaxSignatures {
+				roots = append(roots, wire.SignedRoot{Length: s.Length, Time: s.Time, TreeHash: s.TreeHash, Signature: s.Signature})
+			}
+		}
+		p.send(wire.Signatures{ID: r.ID, Roots: roots}, 0)
+	case wire.KindEntries:
+		if _, ok := a.SignedRootAt(r.Upgrade); !ok || r.Upgrade > a.Version() {
+			p.send(wire.NotHave{ID: r.ID}, 0)
+			return nil
+		}
+		resp := wire.Entries{ID: r.ID, Start: r.Start, Upgrade: r.Upgrade}
+		size := 0
+		for seq := r.Start; seq < r.End && size < entriesBudget; seq++ {
+			b, err := a.EntryBytes(seq)
+			if err != nil {
+				p.send(wire.NotHave{ID: r.ID}, 0)
+				return nil
+			}
+			resp.Entries = append(resp.Entries, b)
+			size += len(b)
+		}
+		nodes, err := a.UpgradeNodes(r.Start+uint64(len(resp.Entries)), r.Upgrade)
+		if err != nil {
+			p.send(wire.NotHave{ID: r.ID}, 0)
+			return nil
+		}
+		for _, n := range nodes {
+			resp.Nodes = append(resp.Nodes, wire.Node{Hash: n.Hash, Size: n.Size})
+		}
+		p.send(resp, size)
+	}
+	return nil
+}
