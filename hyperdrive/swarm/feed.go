@@ -39,13 +39,13 @@ type JoinOptions struct {
 
 // Per-peer limits.
 const (
-	maxInflight     = 48              // our requests outstanding at one peer
-	maxQueuedBytes  = 4 << 20         // responses queued for a peer before we stop reading its requests
+	maxInflight     = 48               // our requests outstanding at one peer
+	maxQueuedBytes  = 4 << 20          // responses queued for a peer before we stop reading its requests
 	keepalive       = 10 * time.Second // idle time before a keepalive
 	idleTimeout     = 35 * time.Second // silence that ends a connection
 	requestTimeout  = 20 * time.Second // a request unanswered this long is given to another peer
-	maxPendingBytes = 256 << 20       // verified entries held in memory before a signed root covers them
-	entriesBudget   = 192 << 10       // entry bytes per Entries message
+	maxPendingBytes = 256 << 20        // verified entries held in memory before a signed root covers them
+	entriesBudget   = 192 << 10        // entry bytes per Entries message
 )
 
 // Feed is one archive in the swarm: its peers, what it is fetching, what it

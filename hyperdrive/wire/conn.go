@@ -75,10 +75,10 @@ func (id Identity) Public() []byte { return id.kp.Public }
 // Conn is an encrypted, authenticated message stream. ReadMessage is for
 // one goroutine; WriteMessage may be called from several.
 type Conn struct {
-	raw     net.Conn
-	br      *bufio.Reader
-	hash    [32]byte
-	remote  []byte
+	raw       net.Conn
+	br        *bufio.Reader
+	hash      [32]byte
+	remote    []byte
 	initiator bool
 
 	rmu   sync.Mutex
