@@ -18,6 +18,7 @@ import (
 type globalOptions struct {
 	dataDir string
 	json    bool
+	net     networkOptions
 	stdout  io.Writer
 	stderr  io.Writer
 }
@@ -32,10 +33,10 @@ func newApp(g *globalOptions) *cli.App {
 		EnableBashCompletion: false,
 		Writer:               g.stdout,
 		ErrWriter:            g.stderr,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "data-dir", Usage: "keys and archives (default $BEAKER_DEV_HOME or ~/.local/share/beaker-dev)", EnvVars: []string{"BEAKER_DEV_HOME"}, Destination: &g.dataDir},
 			&cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON", Destination: &g.json},
-		},
+		}, networkFlags(&g.net)...),
 		Commands: []*cli.Command{
 			initCommand(g),
 			serveCommand(g),
@@ -47,6 +48,9 @@ func newApp(g *globalOptions) *cli.App {
 			exportCommand(g),
 			verifyCommand(g),
 			keysCommand(g),
+			cloneCommand(g),
+			seedCommand(g),
+			bootstrapCommand(g),
 		},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {

@@ -9,11 +9,14 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/beaker-dev/beaker-dev/hyperdrive"
+	"github.com/beaker-dev/beaker-dev/hyperdrive/swarm"
 	"github.com/beaker-dev/beaker-dev/publish"
 )
 
 type publishOptions struct {
-	dir string
+	dir  string
+	seed bool
 }
 
 func publishCommand(g *globalOptions) *cli.Command {
@@ -22,6 +25,9 @@ func publishCommand(g *globalOptions) *cli.Command {
 		Name:      "publish",
 		Usage:     "import the folder as a new signed version (nothing happens if nothing changed)",
 		ArgsUsage: "[DIR]",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "seed", Usage: "stay online afterwards, hosting the site for others", Destination: &o.seed},
+		},
 		Action: func(c *cli.Context) error {
 			a, err := args(c, 0, 1)
 			if err != nil {
@@ -74,7 +80,7 @@ func runPublish(ctx context.Context, g *globalOptions, o publishOptions) error {
 	for _, s := range res.Skipped {
 		g.warn("skipped %s", s)
 	}
-	return g.emit(out, func(w io.Writer) {
+	if err := g.emit(out, func(w io.Writer) {
 		if !res.Committed {
 			fmt.Fprintf(w, "Nothing changed: %s is at version %d (%d files, %s)\n", key.URL(), res.Version, res.Files, humanBytes(res.Bytes))
 			return
@@ -82,7 +88,31 @@ func runPublish(ctx context.Context, g *globalOptions, o publishOptions) error {
 		fmt.Fprintf(w, "Published version %d of %s\n", res.Version, key.URL())
 		fmt.Fprintf(w, "  %d changed: %s\n", len(res.Changed), summarize(res.Changed, 6))
 		fmt.Fprintf(w, "  %d files, %s; %s new in %d chunks; %.0f ms\n", res.Files, humanBytes(res.Bytes), humanBytes(res.NewBytes), res.NewChunks, out.MS)
-	})
+	}); err != nil || !o.seed {
+		return err
+	}
+	return seedArchives(ctx, g, t.archive)
+}
+
+// seedArchives hosts open archives until interrupted.
+func seedArchives(ctx context.Context, g *globalOptions, archives ...*hyperdrive.Archive) error {
+	n, err := g.startNetwork(ctx)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	out := newPrinter(g)
+	var feeds []*swarm.Feed
+	for _, a := range archives {
+		f, err := n.swarm.Join(a, swarm.JoinOptions{Announce: true, Lookup: true, Download: swarm.All, Peers: n.peers})
+		if err != nil {
+			return err
+		}
+		feeds = append(feeds, f)
+		out.event(map[string]any{"event": "seeding", "url": a.Key().URL(), "version": a.Version(), "swarm": n.swarm.Addr()},
+			fmt.Sprintf("Seeding %s (version %d) on %s, discovery: %s", a.Key().URL(), a.Version(), n.swarm.Addr(), n.sources()))
+	}
+	return seedLoop(ctx, out, feeds)
 }
 
 // summarize lists up to n items and says how many more there are.

@@ -21,6 +21,7 @@ import (
 
 	"github.com/beaker-dev/beaker-dev/devserver"
 	"github.com/beaker-dev/beaker-dev/hyperdrive"
+	"github.com/beaker-dev/beaker-dev/hyperdrive/swarm"
 	"github.com/beaker-dev/beaker-dev/publish"
 )
 
@@ -189,6 +190,17 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 				fmt.Sprintf("Published version %d: %d changed since the last publish (%s)", res.Version, len(res.Changed), res.Duration.Round(time.Millisecond)))
 		}
 	}
+	// Announce and seed the site while it is previewed.
+	var n *network
+	if a.Writable() {
+		if n, err = g.startNetwork(ctx); err != nil {
+			return err
+		}
+		defer n.Close()
+		if _, err := n.swarm.Join(a, swarm.JoinOptions{Announce: true, Lookup: true, Peers: n.peers}); err != nil {
+			return err
+		}
+	}
 	title := siteTitle(folder, abs)
 	mdnsName := o.mdnsName
 	if mdnsName == "" {
@@ -237,7 +249,7 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 			mdnsHost = mdnsName + ".local"
 		}
 	}
-	printListening(out, g, srv, a, lan, mdnsHost, abs)
+	printListening(out, g, srv, a, lan, mdnsHost, abs, n)
 	if o.open {
 		openBrowser(srv.LocalURL())
 	}
@@ -343,7 +355,7 @@ func lanURLs(lan []devserver.LANAddr, port int) []string {
 	return out
 }
 
-func printListening(out *printer, g *globalOptions, srv *devserver.Server, a *hyperdrive.Archive, lan []devserver.LANAddr, mdnsHost, dir string) {
+func printListening(out *printer, g *globalOptions, srv *devserver.Server, a *hyperdrive.Archive, lan []devserver.LANAddr, mdnsHost, dir string, n *network) {
 	urls := lanURLs(lan, srv.Port())
 	if urls == nil {
 		urls = []string{}
@@ -351,6 +363,9 @@ func printListening(out *printer, g *globalOptions, srv *devserver.Server, a *hy
 	ev := map[string]any{"event": "listening", "url": srv.LocalURL(), "dat": a.Key().URL(), "lan": urls, "version": a.Version()}
 	if mdnsHost != "" {
 		ev["mdns"] = mdnsHost
+	}
+	if n != nil {
+		ev["swarm"] = n.swarm.Addr()
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "Serving %s (%s)\n", dir, a.Key().URL())
@@ -362,6 +377,9 @@ func printListening(out *printer, g *globalOptions, srv *devserver.Server, a *hy
 		fmt.Fprintf(&b, "  mDNS:     http://%s:%d/\n", mdnsHost, srv.Port())
 	}
 	fmt.Fprintf(&b, "  Dashboard: http://localhost:%d/.beaker-dev/\n", srv.Port())
+	if n != nil {
+		fmt.Fprintf(&b, "  Swarm:    %s (discovery: %s)\n", n.swarm.Addr(), n.sources())
+	}
 	if len(urls) > 0 {
 		if qr, err := devserver.QR(urls[0]); err == nil {
 			fmt.Fprintf(&b, "\n%s\n  Scan to open %s on a phone on this network.", qr, urls[0])

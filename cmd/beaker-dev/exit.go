@@ -20,6 +20,7 @@ const (
 	exitInvalid     = 4   // input refused: bad tag, existing tag, bad URL or key file
 	exitLocked      = 5   // another process is writing the archive
 	exitCorrupt     = 6   // stored data failed verification
+	exitNetwork     = 7   // no peer could be reached, or a peer's data was refused
 	exitInterrupted = 130 // stopped by SIGINT or SIGTERM
 )
 
@@ -58,6 +59,8 @@ func exitCode(err error) (int, string) {
 		return exitInterrupted, "interrupted"
 	case errors.As(err, &le):
 		return exitLocked, msg + "; wait for it to finish or stop it, then run this again"
+	case errors.Is(err, hyperdrive.ErrForked):
+		return exitNetwork, msg + "; someone signed two histories with this site's key (a copied key or a restored backup); the evidence is in the archive's forks file"
 	case errors.As(err, &ce), errors.Is(err, hyperdrive.ErrMalformed), errors.Is(err, hyperdrive.ErrBadSignature):
 		return exitCorrupt, msg + "; run beaker-dev verify for a full report"
 	case errors.Is(err, publish.ErrNotSite):

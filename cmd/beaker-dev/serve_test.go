@@ -60,7 +60,7 @@ func startServeWith(t testing.TB, home string, o serveOptions) *serveRun {
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &serveRun{t: t, dir: dir, cancel: cancel, done: make(chan error, 1), stderr: &lockedBuffer{}, notify: make(chan struct{}, 1)}
-	g := &globalOptions{dataDir: home, json: true, stdout: pw, stderr: r.stderr}
+	g := &globalOptions{dataDir: home, json: true, stdout: pw, stderr: r.stderr, net: testNet()}
 	go func() {
 		err := runServe(ctx, g, o)
 		pw.Close()
@@ -101,6 +101,12 @@ func startServeWith(t testing.TB, home string, o serveOptions) *serveRun {
 	}
 	t.Cleanup(r.stop)
 	return r
+}
+
+// testNet keeps in-process runs off the public DHT and the LAN: a free
+// swarm port on loopback, no DHT, no mDNS.
+func testNet() networkOptions {
+	return networkOptions{listen: "127.0.0.1:0", noDHT: true, noMDNS: true}
 }
 
 func atoiTest(s string) int {
@@ -267,7 +273,7 @@ func TestServeFolderWithoutArchive(t *testing.T) {
 func TestServePortTaken(t *testing.T) {
 	home, dir := filepath.Join(t.TempDir(), "home"), t.TempDir()
 	r := startServe(t, home, dir, 0, true)
-	err := runServe(context.Background(), &globalOptions{dataDir: home, stdout: io.Discard, stderr: io.Discard}, serveOptions{dir: dir, port: r.port, noLAN: true})
+	err := runServe(context.Background(), &globalOptions{dataDir: home, stdout: io.Discard, stderr: io.Discard, net: testNet()}, serveOptions{dir: dir, port: r.port, noLAN: true})
 	code, msg := exitCode(err)
 	if code != exitInvalid || !strings.Contains(msg, "--port") {
 		t.Fatalf("second serve on port %d: %d %q", r.port, code, msg)

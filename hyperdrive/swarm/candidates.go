@@ -146,7 +146,7 @@ func (f *Feed) useSource(src Source) {
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
-			src.Announce(f.ctx, [32]byte(f.dk), f.s.port)
+			src.Announce(f.ctx, f.dk, f.s.port)
 		}()
 	}
 	if f.opts.Lookup {
@@ -173,7 +173,7 @@ func (f *Feed) lookupLoop(src Source) {
 		f.mu.Unlock()
 		if short {
 			ctx, cancel := context.WithTimeout(f.ctx, 20*time.Second)
-			addrs, err := src.Lookup(ctx, [32]byte(f.dk))
+			addrs, err := src.Lookup(ctx, f.dk)
 			cancel()
 			if err != nil && f.ctx.Err() == nil {
 				f.s.logf("swarm: %s lookup: %v", src.Name(), err)

@@ -54,9 +54,9 @@ type Source interface {
 	Name() string
 	// Announce keeps announcing that this swarm (on port) has dk until ctx
 	// is done.
-	Announce(ctx context.Context, dk hyperdrive.DiscoveryKey, port int)
+	Announce(ctx context.Context, dk [32]byte, port int)
 	// Lookup returns the peers known for dk now.
-	Lookup(ctx context.Context, dk hyperdrive.DiscoveryKey) ([]netip.AddrPort, error)
+	Lookup(ctx context.Context, dk [32]byte) ([]netip.AddrPort, error)
 }
 
 // Swarm is a running replication node.
