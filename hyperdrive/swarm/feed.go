@@ -73,7 +73,10 @@ type Feed struct {
 	logReq     *peer             // the peer we are fetching entries or roots from
 	sigsAsked  map[*peer]uint64  // the length after which we asked a peer for roots
 	want       map[hyperdrive.Hash]*want
-	order      []hyperdrive.Hash // want order: first come, first asked
+	queue      []hyperdrive.Hash // wanted chunks not asked of anyone, first come first asked
+	urgent     []hyperdrive.Hash // the same for chunks a reader waits for
+	stuck      []hyperdrive.Hash // wanted chunks no connected peer has
+	asked      map[hyperdrive.Hash]*want // wanted chunks asked of some peer
 	waiters    map[hyperdrive.Hash][]chan fetchResult
 	changed    chan struct{} // closed and replaced on every change, for waiters
 	lastErr    error
@@ -114,7 +117,7 @@ func (s *Swarm) Join(a *hyperdrive.Archive, opts JoinOptions) (*Feed, error) {
 		s: s, a: a, dk: dk, opts: opts, kick: make(chan struct{}, 1),
 		peers: map[*peer]struct{}{}, candidates: map[netip.AddrPort]*candidate{},
 		signed: map[uint64]hyperdrive.SignedRoot{}, sigsAsked: map[*peer]uint64{},
-		want: map[hyperdrive.Hash]*want{}, waiters: map[hyperdrive.Hash][]chan fetchResult{},
+		want: map[hyperdrive.Hash]*want{}, asked: map[hyperdrive.Hash]*want{}, waiters: map[hyperdrive.Hash][]chan fetchResult{},
 		changed: make(chan struct{}),
 	}
 	if !a.Writable() {
@@ -310,7 +313,10 @@ func (f *Feed) Fetch(ctx context.Context, h hyperdrive.Hash) ([]byte, error) {
 	}
 	f.waiters[h] = append(f.waiters[h], ch)
 	w := f.addWantLocked(h, 0, 0)
-	w.priority = true
+	if !w.priority {
+		w.priority = true
+		f.urgent = append(f.urgent, h)
+	}
 	f.scheduleLocked()
 	f.mu.Unlock()
 	select {
@@ -336,8 +342,21 @@ func (f *Feed) addWantLocked(h hyperdrive.Hash, level uint8, size uint64) *want 
 	}
 	w := &want{level: level, size: size, notHave: map[*peer]bool{}}
 	f.want[h] = w
-	f.order = append(f.order, h)
+	f.queue = append(f.queue, h)
 	return w
+}
+
+// requeueLocked puts a wanted chunk no peer is working on back in line.
+func (f *Feed) requeueLocked(h hyperdrive.Hash, w *want) {
+	if len(w.asked) > 0 {
+		return
+	}
+	delete(f.asked, h)
+	if w.priority {
+		f.urgent = append(f.urgent, h)
+	} else {
+		f.queue = append(f.queue, h)
+	}
 }
 
 // wantVersionLocked adds the chunks the feed's mode wants of what is stored.
@@ -519,6 +538,9 @@ func (f *Feed) addPeer(p *peer) bool {
 	if c := f.candidates[p.addr]; c != nil {
 		c.connected = true
 	}
+	// A new peer may have what nobody had.
+	f.queue = append(f.queue, f.stuck...)
+	f.stuck = nil
 	f.notifyLocked()
 	return true
 }
@@ -536,9 +558,11 @@ func (f *Feed) removePeer(p *peer) {
 		c.lastTry = time.Now()
 	}
 	// Requests in flight at the peer go to others.
-	for _, w := range f.want {
-		w.asked = slices.DeleteFunc(w.asked, func(q *peer) bool { return q == p })
-		delete(w.notHave, p)
+	for _, h := range p.askedHashes() {
+		if w := f.want[h]; w != nil {
+			w.asked = slices.DeleteFunc(w.asked, func(q *peer) bool { return q == p })
+			f.requeueLocked(h, w)
+		}
 	}
 	if f.logReq == p {
 		f.logReq = nil
@@ -695,6 +719,7 @@ func (f *Feed) onChunk(p *peer, h hyperdrive.Hash, data []byte) error {
 	w := f.want[h]
 	if w != nil {
 		delete(f.want, h)
+		delete(f.asked, h)
 		for _, q := range w.asked {
 			if q != p {
 				q.cancel(h) // the end-game duplicate lost the race
@@ -722,6 +747,7 @@ func (f *Feed) onNotHave(p *peer, h hyperdrive.Hash) {
 	if w := f.want[h]; w != nil {
 		w.notHave[p] = true
 		w.asked = slices.DeleteFunc(w.asked, func(q *peer) bool { return q == p })
+		f.requeueLocked(h, w)
 		if f.noneHaveLocked(w) {
 			for _, ch := range f.waiters[h] {
 				ch <- fetchResult{err: fmt.Errorf("swarm: no connected peer has chunk %x", h[:8])}
@@ -760,60 +786,85 @@ func (f *Feed) scheduleLocked() {
 	}
 	peers := make([]*peer, 0, len(f.peers))
 	for p := range f.peers {
-		peers = append(peers, p)
-	}
-	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
-	// Compact the order list.
-	order := f.order[:0]
-	for _, h := range f.order {
-		if _, ok := f.want[h]; ok {
-			order = append(order, h)
+		if !p.closedNow() {
+			peers = append(peers, p)
 		}
 	}
-	f.order = order
-	pick := func(w *want, allowDup bool) *peer {
+	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	// pick finds the least loaded peer with room that may have w.
+	pick := func(w *want) *peer {
 		var best *peer
+		bestLoad := maxInflight
 		for _, p := range peers {
-			if w.notHave[p] || p.inflightCount() >= maxInflight || p.closedNow() {
+			if w.notHave[p] || slices.Contains(w.asked, p) {
 				continue
 			}
-			if slices.Contains(w.asked, p) {
-				continue
-			}
-			if !allowDup && len(w.asked) > 0 {
-				return nil
-			}
-			if best == nil || p.inflightCount() < best.inflightCount() {
-				best = p
+			if n := p.inflightCount(); n < bestLoad {
+				best, bestLoad = p, n
 			}
 		}
 		return best
 	}
-	ask := func(h hyperdrive.Hash, w *want, p *peer) {
-		if p.requestChunk(h) {
-			w.asked = append(w.asked, p)
-		}
-	}
-	// Readers first, then the rest in order.
-	for pass := 0; pass < 2; pass++ {
-		for _, h := range f.order {
-			w := f.want[h]
-			if (pass == 0) != w.priority || len(w.asked) > 0 {
-				continue
-			}
-			if p := pick(w, false); p != nil {
-				ask(h, w, p)
+	room := func() bool {
+		for _, p := range peers {
+			if p.inflightCount() < maxInflight {
+				return true
 			}
 		}
+		return false
 	}
-	// End game: duplicate in-flight requests onto idle peers.
-	for _, h := range f.order {
-		w := f.want[h]
-		if len(w.asked) == 0 || len(w.asked) >= 2 {
+	// pop takes the next chunk nobody is working on: readers' first.
+	pop := func() (hyperdrive.Hash, *want, bool) {
+		for _, q := range []*[]hyperdrive.Hash{&f.urgent, &f.queue} {
+			for len(*q) > 0 {
+				h := (*q)[0]
+				*q = (*q)[1:]
+				if w := f.want[h]; w != nil && len(w.asked) == 0 {
+					return h, w, true
+				}
+			}
+		}
+		return hyperdrive.Hash{}, nil, false
+	}
+	var skipped []hyperdrive.Hash
+	for room() {
+		h, w, ok := pop()
+		if !ok {
+			break
+		}
+		p := pick(w)
+		if p == nil {
+			skipped = append(skipped, h) // every peer with room lacks it
 			continue
 		}
-		if p := pick(w, true); p != nil && p.inflightCount() < maxInflight/4 {
-			ask(h, w, p)
+		if p.requestChunk(h) {
+			w.asked = append(w.asked, p)
+			f.asked[h] = w
+		} else {
+			skipped = append(skipped, h)
+		}
+	}
+	// What no peer with room could take waits for one that can.
+	for _, h := range skipped {
+		if w := f.want[h]; w != nil && f.noneHaveLocked(w) {
+			f.stuck = append(f.stuck, h)
+		} else {
+			f.queue = append([]hyperdrive.Hash{h}, f.queue...)
+		}
+	}
+	if len(f.queue)+len(f.urgent) > 0 {
+		return
+	}
+	// End game: nothing left to hand out; idle peers duplicate requests
+	// still in flight elsewhere, and the slower answer is cancelled.
+	for h, w := range f.asked {
+		if len(w.asked) != 1 {
+			continue
+		}
+		if p := pick(w); p != nil && p.inflightCount() < maxInflight/4 {
+			if p.requestChunk(h) {
+				w.asked = append(w.asked, p)
+			}
 		}
 	}
 }

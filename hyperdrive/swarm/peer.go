@@ -86,6 +86,17 @@ func (p *peer) length() uint64 {
 	return p.remote
 }
 
+// askedHashes lists the chunks asked of the peer and not answered.
+func (p *peer) askedHashes() []hyperdrive.Hash {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]hyperdrive.Hash, 0, len(p.byHash))
+	for h := range p.byHash {
+		out = append(out, h)
+	}
+	return out
+}
+
 func (p *peer) inflightCount() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -189,17 +200,31 @@ func (p *peer) writeLoop() {
 	defer p.writer.Done()
 	t := time.NewTimer(keepalive)
 	defer t.Stop()
+	batchBuf := make([]wire.Message, 0, 64)
 	for {
 		select {
 		case <-p.done:
 			return
 		case m := <-p.out:
+			// Send whatever else is queued with it, in one flush.
+			batch := append(batchBuf[:0], m)
+		more:
+			for len(batch) < 64 {
+				select {
+				case m := <-p.out:
+					batch = append(batch, m)
+				default:
+					break more
+				}
+			}
 			p.c.SetWriteDeadline(time.Now().Add(idleTimeout))
-			err := p.c.WriteMessage(m)
-			if c, ok := m.(wire.Chunk); ok {
-				p.queued.Add(-int64(len(c.Data)))
-			} else if e, ok := m.(wire.Entries); ok {
-				p.queued.Add(-int64(entriesSize(e)))
+			err := p.c.WriteMessages(batch...)
+			for _, m := range batch {
+				if c, ok := m.(wire.Chunk); ok {
+					p.queued.Add(-int64(len(c.Data)))
+				} else if e, ok := m.(wire.Entries); ok {
+					p.queued.Add(-int64(entriesSize(e)))
+				}
 			}
 			if err != nil {
 				p.close(nil)
