@@ -73,9 +73,9 @@ type Feed struct {
 	logReq     *peer             // the peer we are fetching entries or roots from
 	sigsAsked  map[*peer]uint64  // the length after which we asked a peer for roots
 	want       map[hyperdrive.Hash]*want
-	queue      []hyperdrive.Hash // wanted chunks not asked of anyone, first come first asked
-	urgent     []hyperdrive.Hash // the same for chunks a reader waits for
-	stuck      []hyperdrive.Hash // wanted chunks no connected peer has
+	queue      []hyperdrive.Hash         // wanted chunks not asked of anyone, first come first asked
+	urgent     []hyperdrive.Hash         // the same for chunks a reader waits for
+	stuck      []hyperdrive.Hash         // wanted chunks no connected peer has
 	asked      map[hyperdrive.Hash]*want // wanted chunks asked of some peer
 	waiters    map[hyperdrive.Hash][]chan fetchResult
 	changed    chan struct{} // closed and replaced on every change, for waiters
