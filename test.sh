@@ -13,13 +13,19 @@ fuzztime=${FUZZTIME:-4s}
 
 # What the tests drive for real, installed when missing: Debian's headless
 # Chromium (browser tests), Avahi with a private D-Bus and the npm
-# multicast-dns package (mDNS interop), and GNU time (benchmarks).
+# multicast-dns package (mDNS interop), GNU time (benchmarks), Node and npm
+# (the DHT and DNS discovery interop peers), iproute2 and util-linux
+# (network namespaces).
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
 command -v avahi-daemon >/dev/null || missing+=(avahi-daemon)
 command -v avahi-resolve >/dev/null || missing+=(avahi-utils)
 command -v dbus-daemon >/dev/null || missing+=(dbus-daemon)
 [ -x /usr/bin/time ] || missing+=(time)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v unshare >/dev/null || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then
@@ -32,6 +38,11 @@ if ! NODE_PATH=$(npm root -g 2>/dev/null) node -e 'require("multicast-dns")' 2>/
   echo "== installing multicast-dns (npm)"
   npm install -g --silent multicast-dns@7.2.5 >/dev/null
 fi
+# The npm peers of the interop tests (dns-discovery 6, bittorrent-dht 11),
+# pinned by their lockfiles.
+for d in hyperdrive/discovery/testdata/dns-discovery hyperdrive/discovery/testdata/bittorrent-dht; do
+  [ -d "$d/node_modules" ] || { echo "== npm ci in $d"; (cd "$d" && npm ci --silent --no-audit --no-fund >/dev/null); }
+done
 
 echo "== go vet"
 go vet ./...
