@@ -10,6 +10,7 @@ type Event interface{ isEvent() }
 type PaintEvent struct {
 	Device      string        // "Chrome 140 on Android (192.168.1.7)"
 	Local       bool          // the device is this machine
+	Remote      bool          // a viewer's device, reported through the swarm
 	Path        string        // the page
 	Version     string        // the version it now shows
 	Swap        bool          // styles or images swapped in place, no reload
@@ -61,6 +62,7 @@ type PaintRecordLog struct {
 	Device string  `json:"device"`
 	MS     float64 `json:"ms"`
 	Swap   bool    `json:"swap"`
+	Remote bool    `json:"remote,omitempty"` // a viewer's device, through the swarm
 }
 
 // Status is what the dashboard shows about the archive.

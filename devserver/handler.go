@@ -298,6 +298,10 @@ func wantsDocument(r *http.Request) bool {
 
 func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, files Files, m hyperdrive.SiteManifest, res resolved, prefix string) {
 	f, err := files.FS.Open(res.name)
+	if errors.Is(err, ErrUnavailable) {
+		s.serveError(w, r, files, http.StatusGatewayTimeout, "Not downloaded yet", r.URL.Path+" is part of the site, but no peer has sent it yet: "+err.Error(), "")
+		return
+	}
 	if err != nil {
 		s.serveError(w, r, files, http.StatusNotFound, "Not found", r.URL.Path+" is not part of this version of the site.", "")
 		return

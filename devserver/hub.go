@@ -259,6 +259,23 @@ func (h *hub) painted(c *conn, id uint64, ms float64) {
 	h.s.event(PaintEvent{Device: c.device, Local: c.local, Path: p, Version: u.version, Swap: u.swap, SaveToPaint: total})
 }
 
+// RemotePaint records a paint that a remote viewer reported through the
+// swarm (its time measured by the caller) with the broadcast of the same
+// version, for the dashboard, and passes it on as an event.
+func (s *Server) RemotePaint(e PaintEvent) {
+	e.Remote, e.Local = true, false
+	h := s.hub
+	h.mu.Lock()
+	for i := len(h.reloads) - 1; i >= 0; i-- {
+		if r := h.reloads[i]; r.Version == e.Version {
+			r.Paints = append(r.Paints, PaintRecordLog{Device: e.Device, MS: float64(e.SaveToPaint.Microseconds()) / 1000, Swap: e.Swap, Remote: true})
+			break
+		}
+	}
+	h.mu.Unlock()
+	s.event(e)
+}
+
 // changeKind classifies a changed path for the client: stylesheets and
 // images are swapped in place, a page reloads only the tabs showing it,
 // anything else (scripts, data, dat.json) reloads every page.

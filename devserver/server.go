@@ -43,6 +43,12 @@ type Site interface {
 // ErrVersion is what Checkout returns (wrapped) for versions that do not exist.
 var ErrVersion = errors.New("devserver: no such version")
 
+// ErrUnavailable is what a Site's files return (wrapped) from Open when the
+// content exists but cannot be had now: a remote site's chunks that no
+// connected peer sent. The page gets a 504 that says so and reloads when
+// the content arrives.
+var ErrUnavailable = errors.New("devserver: not downloaded yet")
+
 // Options configure a Server.
 type Options struct {
 	Site Site

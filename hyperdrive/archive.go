@@ -31,6 +31,9 @@ type Options struct {
 	// Replica opens an archive without its secret key for writing what
 	// peers send: verified entries, signed roots and chunks (BeginSync).
 	Replica bool
+
+	// inUseHeld: the caller (gc) holds the in-use lock exclusively already.
+	inUseHeld bool
 }
 
 func (o *Options) now() time.Time {
@@ -53,6 +56,7 @@ type Archive struct {
 	writable bool // the files are open for writing (a secret key, or a replica)
 
 	entries, tree, sigFile, chunks, chunkIdx *os.File
+	inUse                                    *os.File // shared flock while open (see gc.go)
 
 	// mu guards the committed state below. Writers build the next state
 	// outside it and swap it in.
@@ -170,6 +174,11 @@ func open(dir string, key PublicKey, opts Options, writable bool) (*Archive, err
 		var size int64
 		f, size, err = openStorageFile(dir, name, writable, writable)
 		return f, size
+	}
+	if !opts.inUseHeld {
+		if a.inUse, err = holdInUse(dir); err != nil {
+			return nil, err
+		}
 	}
 	a.entries, _ = open(entriesFile)
 	a.tree, _ = open(treeFile)
@@ -633,7 +642,7 @@ func (a *Archive) Close() error {
 
 func (a *Archive) closeFiles() error {
 	var first error
-	for _, f := range []*os.File{a.entries, a.tree, a.sigFile, a.chunks, a.chunkIdx} {
+	for _, f := range []*os.File{a.entries, a.tree, a.sigFile, a.chunks, a.chunkIdx, a.inUse} {
 		if f != nil {
 			if err := f.Close(); err != nil && first == nil {
 				first = err

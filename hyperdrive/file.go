@@ -254,7 +254,7 @@ func (a *Archive) readChunk(h Hash) ([]byte, error) {
 	}
 	data, err = fetch(h)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %x: %v", ErrChunkMissing, h[:8], err)
+		return nil, fmt.Errorf("%w: %x: %w", ErrChunkMissing, h[:8], err)
 	}
 	if Hash(sha256Sum(data)) != h {
 		return nil, fmt.Errorf("%w: fetched chunk %x does not match its address", ErrBadProof, h[:8])

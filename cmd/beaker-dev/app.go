@@ -51,6 +51,8 @@ func newApp(g *globalOptions) *cli.App {
 			cloneCommand(g),
 			seedCommand(g),
 			bootstrapCommand(g),
+			viewCommand(g),
+			gcCommand(g),
 		},
 		OnUsageError: onUsageError,
 		Action: func(c *cli.Context) error {

@@ -70,7 +70,7 @@ func runClone(ctx context.Context, g *globalOptions, o cloneOptions) error {
 	if err != nil {
 		return err
 	}
-	a, err := store.OpenReplica(u.Key, hyperdrive.Options{})
+	a, err := openSaved(store, u.Key)
 	if err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ func (g *globalOptions) openSeedTarget(store *hyperdrive.Store, t string) (*hype
 		if u.IsName() {
 			return nil, fmt.Errorf("%w: %s is a name; give the site's dat://KEY URL", hyperdrive.ErrBadURL, u.Host)
 		}
-		return store.OpenReplica(u.Key, hyperdrive.Options{})
+		return openSaved(store, u.Key)
 	}
 	tg, err := g.openTarget(t)
 	if err != nil {
@@ -70,6 +70,20 @@ func (g *globalOptions) openSeedTarget(store *hyperdrive.Store, t string) (*hype
 		// A cloned folder: seed the replica.
 		a.Close()
 		return store.OpenReplica(tg.site.Key, hyperdrive.Options{})
+	}
+	return a, nil
+}
+
+// openSaved opens the store's replica of key, marked saved: clone and seed
+// keep what they fetch, where view only caches it until gc.
+func openSaved(store *hyperdrive.Store, key hyperdrive.PublicKey) (*hyperdrive.Archive, error) {
+	a, err := store.OpenReplica(key, hyperdrive.Options{})
+	if err != nil {
+		return nil, err
+	}
+	if err := store.SetSaved(key, true); err != nil {
+		a.Close()
+		return nil, err
 	}
 	return a, nil
 }

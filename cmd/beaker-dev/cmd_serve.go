@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +22,7 @@ import (
 	"github.com/beaker-dev/beaker-dev/devserver"
 	"github.com/beaker-dev/beaker-dev/hyperdrive"
 	"github.com/beaker-dev/beaker-dev/hyperdrive/swarm"
+	"github.com/beaker-dev/beaker-dev/hyperdrive/wire"
 	"github.com/beaker-dev/beaker-dev/publish"
 )
 
@@ -74,6 +75,49 @@ type preview struct {
 	publishing bool
 	run        string        // this run's id, for preview stamps
 	stamp      atomic.Uint64 // bumped on every change when not publishing
+	saves      saveClock
+}
+
+// saveClock remembers when the saves behind each published version began,
+// so that a remote viewer's paint report (wire.Paint, which arrives through
+// the swarm) becomes a save-to-paint time on this machine's clock.
+type saveClock struct {
+	mu  sync.Mutex
+	at  map[uint64]time.Time
+	srv atomic.Pointer[devserver.Server]
+}
+
+const keptSaveTimes = 256
+
+func (c *saveClock) record(v uint64, t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.at == nil {
+		c.at = map[uint64]time.Time{}
+	}
+	c.at[v] = t
+	for old := range c.at {
+		if old+keptSaveTimes < v {
+			delete(c.at, old)
+		}
+	}
+}
+
+// onPaint is the feed's OnPaint: it runs in a peer's reader goroutine.
+func (c *saveClock) onPaint(from netip.AddrPort, p wire.Paint) {
+	c.mu.Lock()
+	t, ok := c.at[p.Version]
+	c.mu.Unlock()
+	srv := c.srv.Load()
+	if !ok || srv == nil {
+		return // a version published before this run, or not ours
+	}
+	device := p.Device
+	if device == "" {
+		device = "a browser"
+	}
+	srv.RemotePaint(devserver.PaintEvent{Device: device + " at " + from.Addr().String(), Version: strconv.FormatUint(p.Version, 10),
+		Swap: p.Flags&wire.PaintSwap != 0, SaveToPaint: time.Since(t)})
 }
 
 func (p *preview) Current() devserver.Files {
@@ -197,67 +241,30 @@ func runServe(ctx context.Context, g *globalOptions, o serveOptions) error {
 			return err
 		}
 		defer n.Close()
-		if _, err := n.swarm.Join(a, swarm.JoinOptions{Announce: true, Lookup: true, Peers: n.peers}); err != nil {
+		if _, err := n.swarm.Join(a, swarm.JoinOptions{Announce: true, Lookup: true, Peers: n.peers, OnPaint: pv.saves.onPaint}); err != nil {
 			return err
 		}
 	}
 	title := siteTitle(folder, abs)
-	mdnsName := o.mdnsName
-	if mdnsName == "" {
-		mdnsName = devserver.MDNSName(title)
-	}
-	host := ""
-	if o.noLAN {
-		host = "127.0.0.1"
-	}
-	var lan []devserver.LANAddr
-	if !o.noLAN {
-		if lan, err = devserver.LANAddrs(); err != nil {
-			out.warn("cannot list LAN addresses: %v", err)
-		}
-	}
-	srv, err := devserver.Listen(devserver.Options{
-		Site:     pv,
-		Addr:     net.JoinHostPort(host, strconv.Itoa(o.port)),
-		MDNSName: mdnsName,
-		URL:      a.Key().URL(),
-		Title:    title,
-		Status:   func() devserver.Status { return archiveStatus(a) },
-		Events:   func(e devserver.Event) { printDevEvent(out, e) },
-		LAN:      lanURLs(lan, o.port),
+	front, err := startFront(out, frontOptions{port: o.port, noLAN: o.noLAN, noMDNS: o.noMDNS, mdnsName: o.mdnsName}, devserver.Options{
+		Site:   pv,
+		URL:    a.Key().URL(),
+		Title:  title,
+		Status: func() devserver.Status { return archiveStatus(a, n) },
+		Events: func(e devserver.Event) { printDevEvent(out, e) },
 	})
 	if err != nil {
-		if errors.Is(err, devserver.ErrPortInUse) {
-			return &userError{code: exitInvalid, msg: clean(err), err: err}
-		}
 		return err
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve() }()
-
-	var adv *devserver.Advertiser
-	mdnsHost := ""
-	if !o.noLAN && !o.noMDNS && len(lan) > 0 {
-		ips := make([]net.IP, 0, len(lan))
-		for _, l := range lan {
-			ips = append(ips, l.IP)
-		}
-		adv, err = devserver.Advertise(devserver.MDNSOptions{Name: mdnsName, Instance: title, Port: srv.Port(), IPs: ips})
-		if err != nil {
-			out.warn("mDNS advertising failed (phones can still use the IP addresses): %v", err)
-		} else {
-			mdnsHost = mdnsName + ".local"
-		}
-	}
-	printListening(out, g, srv, a, lan, mdnsHost, abs, n)
+	pv.saves.srv.Store(front.srv)
+	front.printListening(out, "Serving "+abs, a, n)
 	if o.open {
-		openBrowser(srv.LocalURL())
+		openBrowser(front.srv.LocalURL())
 	}
 
-	loopErr := watchLoop(ctx, out, srv, pv, watcher, abs, cache)
+	loopErr := watchLoop(ctx, out, front.srv, pv, watcher, abs, cache)
 	watcher.Close()
-	shutdown(srv, adv)
-	if err := <-served; err != nil {
+	if err := front.close(); err != nil {
 		return err
 	}
 	if errors.Is(loopErr, context.Canceled) || ctx.Err() != nil {
@@ -320,6 +327,7 @@ func watchLoop(ctx context.Context, out *printer, srv *devserver.Server, pv *pre
 		}
 		out.event(map[string]any{"event": "published", "version": res.Version, "changed": res.Changed, "ms": ms(res.Duration)},
 			fmt.Sprintf("Published version %d: %s (%s)", res.Version, summarize(res.Changed, 4), res.Duration.Round(100*time.Microsecond)))
+		pv.saves.record(res.Version, saved)
 		v := strconv.FormatUint(res.Version, 10)
 		n := srv.Broadcast(devserver.Update{Version: v, Paths: res.Changed, SavedAt: saved})
 		out.event(map[string]any{"event": "reload", "version": res.Version, "paths": res.Changed, "clients": n}, "")
@@ -327,15 +335,6 @@ func watchLoop(ctx context.Context, out *printer, srv *devserver.Server, pv *pre
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func shutdown(srv *devserver.Server, adv *devserver.Advertiser) {
-	if adv != nil {
-		adv.Close()
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	srv.Shutdown(ctx)
-}
 
 // siteTitle reads the title from dat.json, else names the folder.
 func siteTitle(fsys *publish.FolderFS, dir string) string {
@@ -345,89 +344,6 @@ func siteTitle(fsys *publish.FolderFS, dir string) string {
 		}
 	}
 	return titleFromDir(dir)
-}
-
-func lanURLs(lan []devserver.LANAddr, port int) []string {
-	var out []string
-	for _, l := range lan {
-		out = append(out, "http://"+net.JoinHostPort(l.IP.String(), strconv.Itoa(port))+"/")
-	}
-	return out
-}
-
-func printListening(out *printer, g *globalOptions, srv *devserver.Server, a *hyperdrive.Archive, lan []devserver.LANAddr, mdnsHost, dir string, n *network) {
-	urls := lanURLs(lan, srv.Port())
-	if urls == nil {
-		urls = []string{}
-	}
-	ev := map[string]any{"event": "listening", "url": srv.LocalURL(), "dat": a.Key().URL(), "lan": urls, "version": a.Version()}
-	if mdnsHost != "" {
-		ev["mdns"] = mdnsHost
-	}
-	if n != nil {
-		ev["swarm"] = n.swarm.Addr()
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "Serving %s (%s)\n", dir, a.Key().URL())
-	fmt.Fprintf(&b, "  Local:    http://localhost:%d/\n", srv.Port())
-	for i, l := range lan {
-		fmt.Fprintf(&b, "  Network:  %-28s (%s)\n", urls[i], l.Interface)
-	}
-	if mdnsHost != "" {
-		fmt.Fprintf(&b, "  mDNS:     http://%s:%d/\n", mdnsHost, srv.Port())
-	}
-	fmt.Fprintf(&b, "  Dashboard: http://localhost:%d/.beaker-dev/\n", srv.Port())
-	if n != nil {
-		fmt.Fprintf(&b, "  Swarm:    %s (discovery: %s)\n", n.swarm.Addr(), n.sources())
-	}
-	if len(urls) > 0 {
-		if qr, err := devserver.QR(urls[0]); err == nil {
-			fmt.Fprintf(&b, "\n%s\n  Scan to open %s on a phone on this network.", qr, urls[0])
-		}
-	}
-	out.event(ev, b.String())
-}
-
-func printDevEvent(out *printer, e devserver.Event) {
-	switch e := e.(type) {
-	case devserver.PaintEvent:
-		how := "reload"
-		if e.Swap {
-			how = "swap"
-		}
-		out.event(map[string]any{"event": "paint", "device": e.Device, "path": e.Path, "version": e.Version, "swap": e.Swap, "ms": ms(e.SaveToPaint)},
-			fmt.Sprintf("  %s: save → paint %d ms (%s, %s)", e.Device, e.SaveToPaint.Milliseconds(), how, e.Path))
-	case devserver.ViolationEvent:
-		out.event(map[string]any{"event": "violation", "directive": e.Directive, "blocked": e.Blocked, "page": e.Page, "advice": e.Advice},
-			fmt.Sprintf("Sandbox: %s blocked %s on %s. %s", e.Directive, e.Blocked, e.Page, e.Advice))
-	case devserver.ClientEvent:
-		if e.Connected {
-			out.event(map[string]any{"event": "client", "device": e.Device, "clients": e.Clients},
-				fmt.Sprintf("  %s connected (%d page(s) open)", e.Device, e.Clients))
-		}
-	}
-}
-
-// archiveStatus feeds the dashboard.
-func archiveStatus(a *hyperdrive.Archive) devserver.Status {
-	st := devserver.Status{Version: strconv.FormatUint(a.Version(), 10)}
-	tags := map[uint64][]string{}
-	for _, t := range a.Tags() {
-		tags[t.Version] = append(tags[t.Version], t.Name)
-	}
-	vs := a.Versions()
-	prev := uint64(0)
-	for _, v := range vs {
-		st.Versions = append(st.Versions, devserver.StatusVersion{Version: v.Length, Time: time.Unix(0, v.Time), Changes: int(v.Length - prev), Tags: tags[v.Length]})
-		prev = v.Length
-	}
-	for i, j := 0, len(st.Versions)-1; i < j; i, j = i+1, j-1 {
-		st.Versions[i], st.Versions[j] = st.Versions[j], st.Versions[i]
-	}
-	if len(st.Versions) > 50 {
-		st.Versions = st.Versions[:50]
-	}
-	return st
 }
 
 func openBrowser(url string) {

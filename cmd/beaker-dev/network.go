@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/beaker-dev/beaker-dev/hyperdrive"
 	"github.com/beaker-dev/beaker-dev/hyperdrive/discovery"
 	"github.com/beaker-dev/beaker-dev/hyperdrive/swarm"
 )
@@ -127,6 +128,14 @@ func (n *network) sources() string {
 		return "none"
 	}
 	return strings.Join(n.names, ", ")
+}
+
+// peersOf lists the peers connected for archive a, for the dashboard.
+func (n *network) peersOf(a *hyperdrive.Archive) []string {
+	if f := n.swarm.Feed(a.Key()); f != nil {
+		return f.Peers()
+	}
+	return nil
 }
 
 // errNoPeers: nobody with the archive could be reached.

@@ -35,6 +35,12 @@ type JoinOptions struct {
 	Lookup   bool             // ask the discovery sources for peers
 	Download Mode             // what to fetch unasked
 	Peers    []netip.AddrPort // peers to dial whatever the sources say
+	// OnPaint receives the paint reports of viewers' pages (the author
+	// shows them). It runs in a peer's reader goroutine: keep it short.
+	OnPaint func(from netip.AddrPort, p wire.Paint)
+	// PeerWait is how long a reader waiting for a chunk waits for a first
+	// peer to connect before it gets ErrNoPeers (default 5 s).
+	PeerWait time.Duration
 }
 
 // Per-peer limits.
@@ -297,42 +303,153 @@ func (f *Feed) fetchHook(h hyperdrive.Hash) ([]byte, error) {
 	return f.Fetch(ctx, h)
 }
 
+// ErrNoPeers is returned (wrapped) to a reader waiting for a chunk when no
+// peer is connected to get it from.
+var ErrNoPeers = errors.New("swarm: no peer connected")
+
 // Fetch gets one chunk from peers, stores it and returns it.
 func (f *Feed) Fetch(ctx context.Context, h hyperdrive.Hash) ([]byte, error) {
 	if data, err := f.a.Chunk(h); err == nil {
 		return data, nil
 	}
-	if f.w == nil {
-		return nil, hyperdrive.ErrChunkMissing
+	chs, err := f.wantNow([]hyperdrive.Ref{{Hash: h}}, 0)
+	if err != nil {
+		return nil, err
 	}
-	ch := make(chan fetchResult, 1)
-	f.mu.Lock()
-	if f.closed {
-		f.mu.Unlock()
-		return nil, ErrClosed
-	}
-	f.waiters[h] = append(f.waiters[h], ch)
-	w := f.addWantLocked(h, 0, 0)
-	if !w.priority {
-		w.priority = true
-		f.urgent = append(f.urgent, h)
-	}
-	f.scheduleLocked()
-	f.mu.Unlock()
-	select {
-	case r := <-ch:
-		return r.data, r.err
-	case <-ctx.Done():
-		f.mu.Lock()
-		ws := f.waiters[h]
-		for i, c := range ws {
-			if c == ch {
-				f.waiters[h] = append(ws[:i], ws[i+1:]...)
-				break
+	return f.await(ctx, h, chs[0])
+}
+
+// Prefetch gets every chunk of c that is not stored yet, readers' priority,
+// and returns when all are stored: a viewer calls it so that a page reloads
+// only once the files it shows are local.
+func (f *Feed) Prefetch(ctx context.Context, c hyperdrive.Content) error {
+	level, refs := c.Level, c.Refs
+	for {
+		var missing []hyperdrive.Ref
+		for _, r := range refs {
+			if !f.a.HasChunk(r.Hash) {
+				missing = append(missing, r)
 			}
 		}
+		if len(missing) > 0 {
+			chs, err := f.wantNow(missing, level)
+			if err != nil {
+				return err
+			}
+			for i, ch := range chs {
+				if _, err := f.await(ctx, missing[i].Hash, ch); err != nil {
+					return err
+				}
+			}
+		}
+		if level == 0 {
+			return nil
+		}
+		var kids []hyperdrive.Ref
+		for _, r := range refs {
+			b, err := f.a.Chunk(r.Hash)
+			if err != nil {
+				return err
+			}
+			k, err := hyperdrive.DecodeIndexBlock(b, level-1)
+			if err != nil {
+				return err
+			}
+			kids = append(kids, k...)
+		}
+		refs, level = kids, level-1
+	}
+}
+
+// wantNow wants refs ahead of the background download and returns one
+// channel per ref that gets its result.
+func (f *Feed) wantNow(refs []hyperdrive.Ref, level uint8) ([]chan fetchResult, error) {
+	if f.w == nil {
+		return nil, hyperdrive.ErrChunkMissing // an author's archive has all it will have
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, ErrClosed
+	}
+	chs := make([]chan fetchResult, len(refs))
+	for i, r := range refs {
+		ch := make(chan fetchResult, 1)
+		chs[i] = ch
+		f.waiters[r.Hash] = append(f.waiters[r.Hash], ch)
+		w := f.addWantLocked(r.Hash, level, r.Size)
+		if !w.priority {
+			w.priority = true
+			f.urgent = append(f.urgent, r.Hash)
+		}
+	}
+	f.scheduleLocked()
+	return chs, nil
+}
+
+// await waits for a wanted chunk's result. With no peer connected for
+// PeerWait it gives up with ErrNoPeers rather than leave a page hanging.
+func (f *Feed) await(ctx context.Context, h hyperdrive.Hash, ch chan fetchResult) ([]byte, error) {
+	wait := f.opts.PeerWait
+	if wait <= 0 {
+		wait = 5 * time.Second
+	}
+	var alone *time.Timer
+	defer func() {
+		if alone != nil {
+			alone.Stop()
+		}
+	}()
+	for {
+		f.mu.Lock()
+		peers, changed := len(f.peers), f.changed
 		f.mu.Unlock()
-		return nil, fmt.Errorf("swarm: no peer sent chunk %x in time: %w", h[:8], ctx.Err())
+		var giveUp <-chan time.Time
+		switch {
+		case peers > 0 && alone != nil:
+			alone.Stop()
+			alone = nil
+		case peers == 0 && alone == nil:
+			alone = time.NewTimer(wait)
+		}
+		if alone != nil {
+			giveUp = alone.C
+		}
+		select {
+		case r := <-ch:
+			return r.data, r.err
+		case <-changed:
+			// a chunk, a version or a peer came or went: look again
+		case <-giveUp:
+			f.dropWaiter(h, ch)
+			return nil, fmt.Errorf("%w to get chunk %x from", ErrNoPeers, h[:8])
+		case <-ctx.Done():
+			f.dropWaiter(h, ch)
+			return nil, fmt.Errorf("swarm: no peer sent chunk %x in time: %w", h[:8], ctx.Err())
+		}
+	}
+}
+
+func (f *Feed) dropWaiter(h hyperdrive.Hash, ch chan fetchResult) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.waiters[h] = slices.DeleteFunc(f.waiters[h], func(c chan fetchResult) bool { return c == ch })
+	if len(f.waiters[h]) == 0 {
+		delete(f.waiters, h)
+	}
+}
+
+// ReportPaint tells every connected peer that one of our pages painted a
+// version (see wire.Paint).
+func (f *Feed) ReportPaint(p wire.Paint) {
+	f.mu.Lock()
+	peers := make([]*peer, 0, len(f.peers))
+	for q := range f.peers {
+		peers = append(peers, q)
+	}
+	f.mu.Unlock()
+	for _, q := range peers {
+		q.trySend(p)
 	}
 }
 

@@ -35,7 +35,13 @@ type peer struct {
 	remote   uint64 // the peer's advertised length
 	flags    byte
 	roots    map[uint64][]hyperdrive.Node
+
+	lastPaint time.Time // reader goroutine only: paint reports are rate-limited
 }
+
+// paintInterval is the least time between two paint reports from one peer
+// that are passed on; a peer that floods them only loses its own reports.
+const paintInterval = 20 * time.Millisecond
 
 type request struct {
 	req  wire.Request
@@ -385,6 +391,12 @@ func (p *peer) handle(m wire.Message) error {
 				f.logReq = nil
 			}
 			f.mu.Unlock()
+		}
+		return nil
+	case wire.Paint:
+		if f.opts.OnPaint != nil && time.Since(p.lastPaint) >= paintInterval {
+			p.lastPaint = time.Now()
+			f.opts.OnPaint(p.addr, m)
 		}
 		return nil
 	case wire.Close:

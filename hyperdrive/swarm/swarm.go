@@ -235,6 +235,12 @@ func (s *Swarm) isBanned(a netip.Addr) bool {
 	return ok
 }
 
+// Feed returns the feed of the archive with public key k, or nil when it
+// has not joined.
+func (s *Swarm) Feed(k hyperdrive.PublicKey) *Feed {
+	return s.feed([32]byte(k.DiscoveryKey()))
+}
+
 func (s *Swarm) feed(dk [32]byte) *Feed {
 	s.mu.Lock()
 	defer s.mu.Unlock()

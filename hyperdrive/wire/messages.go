@@ -18,6 +18,7 @@ const (
 	TypeSignatures = 7
 	TypeNotHave    = 8
 	TypeClose      = 9
+	TypePaint      = 10
 )
 
 // Request kinds.
@@ -35,6 +36,7 @@ const (
 	MaxEntry      = 64 << 10
 	MaxChunk      = 64 << 10
 	maxReason     = 1024
+	MaxDevice     = 128
 )
 
 // Message is one protocol message.
@@ -125,6 +127,23 @@ type NotHave struct{ ID uint64 }
 // Close says why the sender is about to close the connection.
 type Close struct{ Reason string }
 
+// Paint flags.
+const (
+	PaintSwap = 1 << 0 // styles or images were swapped in place, no reload
+)
+
+// Paint tells the peers that a page showing Version finished painting it on
+// one of the sender's devices: a viewer reports it so the author sees each
+// remote viewer's save-to-paint time. Millis is the viewer's own measure,
+// from learning of the version to the paint; the author, who knows when it
+// saved, adds the trip itself.
+type Paint struct {
+	Version uint64
+	Millis  uint64
+	Flags   byte
+	Device  string // "Chrome 140 on Linux", at most MaxDevice bytes of UTF-8
+}
+
 func (Open) Type() byte       { return TypeOpen }
 func (Status) Type() byte     { return TypeStatus }
 func (Request) Type() byte    { return TypeRequest }
@@ -134,6 +153,7 @@ func (Chunk) Type() byte      { return TypeChunk }
 func (Signatures) Type() byte { return TypeSignatures }
 func (NotHave) Type() byte    { return TypeNotHave }
 func (Close) Type() byte      { return TypeClose }
+func (Paint) Type() byte      { return TypePaint }
 
 func (m Open) appendTo(b []byte) []byte {
 	b = append(b, TypeOpen)
@@ -217,6 +237,12 @@ func (m NotHave) appendTo(b []byte) []byte {
 
 func (m Close) appendTo(b []byte) []byte {
 	return append(append(b, TypeClose), m.Reason...)
+}
+
+func (m Paint) appendTo(b []byte) []byte {
+	b = binary.AppendUvarint(append(b, TypePaint), m.Version)
+	b = binary.AppendUvarint(b, m.Millis)
+	return append(append(b, m.Flags), m.Device...)
 }
 
 // Encode returns a message's body (type byte and payload).
@@ -389,6 +415,14 @@ func Decode(body []byte) (Message, error) {
 			r.fail("close reason")
 		}
 		m = Close{Reason: string(reason)}
+	case TypePaint:
+		p := Paint{Version: r.uvarint(), Millis: r.uvarint(), Flags: r.byte()}
+		device := r.bytes(len(r.b))
+		if r.err == nil && (len(device) > MaxDevice || !utf8.Valid(device) || p.Flags&^PaintSwap != 0) {
+			r.fail("paint report")
+		}
+		p.Device = string(device)
+		m = p
 	default:
 		if r.err == nil {
 			r.fail("unknown message type %d", t)

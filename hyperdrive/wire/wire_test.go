@@ -57,6 +57,8 @@ var samples = []Message{
 	Signatures{ID: 7, Roots: []SignedRoot{{Length: 1, Time: 2, TreeHash: [32]byte{8}, Signature: [64]byte{9}}, {Length: 5}}},
 	NotHave{ID: 8},
 	Close{Reason: "bye"},
+	Paint{Version: 12, Millis: 87, Flags: PaintSwap, Device: "Chrome 140 on Linux"},
+	Paint{},
 }
 
 func TestMessagesRoundTrip(t *testing.T) {
