@@ -66,3 +66,30 @@ func ParseSiteManifest(b []byte) (SiteManifest, error) {
 	m.FallbackPage = clean(m.FallbackPage)
 	return m, nil
 }
+
+// ForkManifest returns the dat.json of a fork of the site whose dat.json is
+// src (nil for none): every field is kept (title, description, web_root,
+// fallback_page, content_security_policy, links and any other) but "url",
+// which named the original, and forkOf is set to the source's versioned URL.
+func ForkManifest(src []byte, forkOf string) ([]byte, error) {
+	raw := map[string]json.RawMessage{}
+	if len(src) > 0 {
+		if _, err := ParseSiteManifest(src); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(src, &raw); err != nil {
+			return nil, err
+		}
+	}
+	delete(raw, "url")
+	v, err := json.Marshal(forkOf)
+	if err != nil {
+		return nil, err
+	}
+	raw["forkOf"] = v
+	out, err := json.MarshalIndent(raw, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(out, '\n'), nil
+}

@@ -353,3 +353,44 @@ func (d *dirFile) ReadDir(n int) ([]fs.DirEntry, error) {
 	d.pos += n
 	return rest[:n], nil
 }
+
+// Missing counts the chunks of this version's files that are not stored
+// (a partial replica); 0 means every file can be read without peers. An
+// index block that is missing counts once: its children are unknown.
+func (s *Snapshot) Missing() (int, error) {
+	n := 0
+	var walk func(level uint8, refs []Ref) error
+	walk = func(level uint8, refs []Ref) error {
+		for _, r := range refs {
+			if !s.a.HasChunk(r.Hash) {
+				n++
+				continue
+			}
+			if level == 0 {
+				continue
+			}
+			b, err := s.a.readLocalChunk(r.Hash)
+			if err != nil {
+				return err
+			}
+			kids, err := DecodeIndexBlock(b, level-1)
+			if err != nil {
+				return err
+			}
+			if err := walk(level-1, kids); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, p := range s.Paths() {
+		e, err := s.Entry(p)
+		if err != nil {
+			return 0, err
+		}
+		if err := walk(e.Content.Level, e.Content.Refs); err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -75,16 +74,64 @@ func runClone(ctx context.Context, g *globalOptions, o cloneOptions) error {
 		return err
 	}
 	defer a.Close()
-	n, err := g.startNetwork(ctx)
+	got, err := g.download(ctx, a, u, o.timeout, "cloning", false)
 	if err != nil {
 		return err
+	}
+	snap := got.snap
+	dir := o.dir
+	if dir == "" {
+		dir = defaultCloneDir(snap, u.Key)
+	}
+	res, err := publish.Export(ctx, snap, dir, publish.ExportOptions{})
+	if err != nil {
+		return err
+	}
+	if _, err := publish.LinkSite(dir, u.Key); err != nil {
+		return err
+	}
+	abs, _ := filepath.Abs(dir)
+	out := cloneResult{URL: u.Key.URL(), Key: u.Key.String(), Version: snap.Version(), Dir: abs, Files: res.Files, Bytes: res.Bytes,
+		NewBytes: got.bytes, Peers: got.peers, MS: float64(time.Since(start).Microseconds()) / 1000}
+	return g.emit(out, func(w io.Writer) {
+		fmt.Fprintf(w, "Cloned version %d of %s into %s: %d files, %s (%s from %d peer(s))\n", snap.Version(), u.Key.URL(), dir, res.Files, humanBytes(res.Bytes), humanBytes(uint64(got.bytes)), got.peers)
+	})
+}
+
+// downloaded is a version of a remote archive with every chunk stored.
+type downloaded struct {
+	snap  *hyperdrive.Snapshot
+	bytes int64 // fetched from peers now
+	peers int
+}
+
+// download makes the version u names complete in a, from the swarm. A
+// fixed version (+N, @TAG) already complete in the cache needs no network
+// at all; with cached set, neither does the latest version the cache holds.
+func (g *globalOptions) download(ctx context.Context, a *hyperdrive.Archive, u hyperdrive.URL, timeout time.Duration, what string, cached bool) (*downloaded, error) {
+	spec := u.Version
+	if spec == "" {
+		spec = "latest"
+	}
+	if a.Version() > 0 && (cached || (spec != "latest" && spec != "+latest")) {
+		if v, err := a.Resolve(spec); err == nil {
+			if snap, err := a.Checkout(v); err == nil {
+				if n, err := snap.Missing(); err == nil && n == 0 {
+					return &downloaded{snap: snap}, nil
+				}
+			}
+		}
+	}
+	n, err := g.startNetwork(ctx)
+	if err != nil {
+		return nil, err
 	}
 	defer n.Close()
 	f, err := n.swarm.Join(a, swarm.JoinOptions{Announce: true, Lookup: true, Download: swarm.Latest, Peers: n.peers})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	progress, done := g.progress("cloning")
+	progress, done := g.progress(what)
 	if progress != nil {
 		stop := make(chan struct{})
 		defer close(stop)
@@ -100,68 +147,54 @@ func runClone(ctx context.Context, g *globalOptions, o cloneOptions) error {
 			}
 		}()
 	}
-	// Wait for the version asked for (or the newest a peer has), with every
-	// chunk of it; a peer must answer within the timeout.
-	var want uint64
-	if strings.HasPrefix(u.Version, "+") && u.Version != "+latest" {
-		fmt.Sscan(u.Version[1:], &want)
+	// Wait for the newest version a peer has, with every chunk of it (a
+	// peer must answer within the timeout); then an older version asked
+	// for gets the chunks it does not share with the newest.
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	err = f.WaitSynced(wctx, 0)
+	var snap *hyperdrive.Snapshot
+	if err == nil {
+		var v uint64
+		if v, err = a.Resolve(spec); err != nil {
+			done()
+			return nil, fmt.Errorf("%w (the newest version peers have is %d)", err, a.Version())
+		}
+		if snap, err = a.Checkout(v); err == nil {
+			err = prefetchAll(wctx, f, snap)
+		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, o.timeout)
-	err = waitSyncedOrTag(wctx, f, a, want, u.Version)
-	cancel()
 	done()
+	st := f.Stats()
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return nil, ctx.Err()
 		}
-		if f.Stats().Peers == 0 && a.Version() == 0 {
-			return noPeersError(u.Key.URL(), n, err)
+		if v, rerr := a.Resolve(spec); rerr == nil && v > 0 && st.Peers == 0 {
+			// Offline, but the cache may hold the version whole.
+			if snap, cerr := a.Checkout(v); cerr == nil {
+				if m, merr := snap.Missing(); merr == nil && m == 0 {
+					return &downloaded{snap: snap}, nil
+				}
+			}
 		}
-		return &userError{code: exitNetwork, msg: fmt.Sprintf("cloning %s did not finish: %s; what arrived is kept, run clone again to go on", u.Key.URL(), clean(err)), err: err}
+		if st.Peers == 0 && a.Version() == 0 {
+			return nil, noPeersError(u.Key.URL(), n, err)
+		}
+		return nil, &userError{code: exitNetwork, msg: fmt.Sprintf("%s %s did not finish: %s; what arrived is kept, run it again to go on", what, u.Key.URL(), clean(err)), err: err}
 	}
-	spec := u.Version
-	if spec == "" {
-		spec = "latest"
-	}
-	v, err := a.Resolve(spec)
-	if err != nil {
-		return err
-	}
-	snap, err := a.Checkout(v)
-	if err != nil {
-		return err
-	}
-	dir := o.dir
-	if dir == "" {
-		dir = defaultCloneDir(snap, u.Key)
-	}
-	res, err := publish.Export(ctx, snap, dir, publish.ExportOptions{})
-	if err != nil {
-		return err
-	}
-	if _, err := publish.LinkSite(dir, u.Key); err != nil {
-		return err
-	}
-	abs, _ := filepath.Abs(dir)
-	st := f.Stats()
-	out := cloneResult{URL: u.Key.URL(), Key: u.Key.String(), Version: v, Dir: abs, Files: res.Files, Bytes: res.Bytes,
-		NewBytes: st.Bytes, Peers: st.Peers, MS: float64(time.Since(start).Microseconds()) / 1000}
-	return g.emit(out, func(w io.Writer) {
-		fmt.Fprintf(w, "Cloned version %d of %s into %s: %d files, %s (%s from %d peer(s))\n", v, u.Key.URL(), dir, res.Files, humanBytes(res.Bytes), humanBytes(uint64(st.Bytes)), st.Peers)
-	})
+	return &downloaded{snap: snap, bytes: st.Bytes, peers: st.Peers}, nil
 }
 
-// waitSyncedOrTag waits for the feed to hold version want (0: the newest a
-// peer advertises) or, for an @TAG URL, the tag.
-func waitSyncedOrTag(ctx context.Context, f *swarm.Feed, a *hyperdrive.Archive, want uint64, spec string) error {
-	if err := f.WaitSynced(ctx, want); err != nil {
-		return err
-	}
-	if strings.HasPrefix(spec, "@") {
-		if _, err := a.Resolve(spec); err != nil {
-			if errors.Is(err, hyperdrive.ErrNoTag) {
-				return err
-			}
+// prefetchAll gets every chunk of the snapshot's files.
+func prefetchAll(ctx context.Context, f *swarm.Feed, snap *hyperdrive.Snapshot) error {
+	for _, p := range snap.Paths() {
+		e, err := snap.Entry(p)
+		if err != nil {
+			return err
+		}
+		if err := f.Prefetch(ctx, e.Content); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
 		}
 	}
 	return nil

@@ -350,6 +350,10 @@ func showVersion(ctx context.Context, out *printer, srv *devserver.Server, site 
 		for _, d := range diffs {
 			paths = append(paths, d.Path)
 		}
+		if len(paths) == 0 {
+			site.shown.Store(to) // a tag: no file changed, no page reloads
+			return nil
+		}
 	}
 	// Fetch what changed (as pages will ask for it) before they reload.
 	start := time.Now()

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/beaker-dev/beaker-dev/hyperdrive"
+	"github.com/beaker-dev/beaker-dev/hyperdrive/names"
 	"github.com/beaker-dev/beaker-dev/publish"
 	"github.com/beaker-dev/beaker-dev/templates"
 )
@@ -63,6 +64,14 @@ func exitCode(err error) (int, string) {
 		return exitNetwork, msg + "; someone signed two histories with this site's key (a copied key or a restored backup); the evidence is in the archive's forks file"
 	case errors.As(err, &ce), errors.Is(err, hyperdrive.ErrMalformed), errors.Is(err, hyperdrive.ErrBadSignature):
 		return exitCorrupt, msg + "; run beaker-dev verify for a full report"
+	case errors.Is(err, names.ErrInvalidName):
+		return exitInvalid, msg + "; give a DNS name such as example.com, or a dat://KEY URL"
+	case errors.Is(err, names.ErrMalformed):
+		return exitInvalid, msg + "; the name's owner must fix it (beaker-dev info prints the file to serve)"
+	case errors.Is(err, names.ErrUnreachable):
+		return exitNetwork, msg + "; check the network, or ask another DNS server (beaker-dev resolve NAME --resolver HOST:PORT)"
+	case errors.Is(err, names.ErrNotFound):
+		return exitNotFound, msg + "; the site's owner can publish its key there (beaker-dev info shows how), or use the site's dat://KEY URL"
 	case errors.Is(err, publish.ErrNotSite):
 		return exitNotFound, msg + "; run beaker-dev init in it first"
 	case errors.Is(err, hyperdrive.ErrNoArchive):
@@ -80,7 +89,9 @@ func exitCode(err error) (int, string) {
 	case errors.Is(err, hyperdrive.ErrInvalidTag), errors.Is(err, hyperdrive.ErrBadURL),
 		errors.Is(err, hyperdrive.ErrKeyFormat), errors.Is(err, templates.ErrNoScaffold):
 		return exitInvalid, msg
-	case errors.Is(err, publish.ErrNotEmpty), errors.Is(err, publish.ErrDataDirInSite):
+	case errors.Is(err, publish.ErrNotEmpty):
+		return exitInvalid, msg + "; give a new or empty folder"
+	case errors.Is(err, publish.ErrDataDirInSite):
 		return exitInvalid, msg
 	}
 	return exitFailure, msg
@@ -89,7 +100,7 @@ func exitCode(err error) (int, string) {
 // clean drops the package prefixes that wrapped errors accumulate.
 func clean(err error) string {
 	s := err.Error()
-	for _, p := range []string{"hyperdrive: ", "publish: ", "templates: "} {
+	for _, p := range []string{"hyperdrive: ", "publish: ", "templates: ", "names: "} {
 		s = strings.ReplaceAll(s, p, "")
 	}
 	return s

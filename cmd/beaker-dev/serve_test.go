@@ -20,6 +20,8 @@ type serveRun struct {
 	t      testing.TB
 	dir    string
 	url    string
+	swarm  string // the swarm address, when it joined one
+	dat    string // the site's dat:// URL
 	lan    []string
 	port   int
 	cancel context.CancelFunc
@@ -55,14 +57,20 @@ func startServe(t testing.TB, home, dir string, port int, noLAN bool) *serveRun 
 
 // startServeWith runs serve with the given options.
 func startServeWith(t testing.TB, home string, o serveOptions) *serveRun {
-	dir := o.dir
+	t.Helper()
+	return startRun(t, home, o.dir, testNet(), func(ctx context.Context, g *globalOptions) error { return runServe(ctx, g, o) })
+}
+
+// startRun runs a long-running command (serve, view) in this process with
+// --json output, and returns once it prints its listening event.
+func startRun(t testing.TB, home, dir string, net networkOptions, run func(context.Context, *globalOptions) error) *serveRun {
 	t.Helper()
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &serveRun{t: t, dir: dir, cancel: cancel, done: make(chan error, 1), stderr: &lockedBuffer{}, notify: make(chan struct{}, 1)}
-	g := &globalOptions{dataDir: home, json: true, stdout: pw, stderr: r.stderr, net: testNet()}
+	g := &globalOptions{dataDir: home, json: true, stdout: pw, stderr: r.stderr, net: net}
 	go func() {
-		err := runServe(ctx, g, o)
+		err := run(ctx, g)
 		pw.Close()
 		r.done <- err
 	}()
@@ -89,15 +97,17 @@ func startServeWith(t testing.TB, home string, o serveOptions) *serveRun {
 	select {
 	case ev := <-listening:
 		r.url = ev["url"].(string)
+		r.swarm, _ = ev["swarm"].(string)
+		r.dat, _ = ev["dat"].(string)
 		for _, l := range ev["lan"].([]any) {
 			r.lan = append(r.lan, l.(string))
 		}
 		u := strings.TrimSuffix(r.url, "/")
 		r.port = atoiTest(u[strings.LastIndex(u, ":")+1:])
 	case err := <-r.done:
-		t.Fatalf("serve stopped: %v\n%s", err, r.stderr)
+		t.Fatalf("it stopped: %v\n%s", err, r.stderr)
 	case <-time.After(20 * time.Second):
-		t.Fatalf("serve did not start:\n%s", r.stderr)
+		t.Fatalf("it did not start:\n%s", r.stderr)
 	}
 	t.Cleanup(r.stop)
 	return r
