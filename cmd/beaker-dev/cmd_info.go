@@ -6,6 +6,8 @@ import (
 	"io"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/beaker-dev/beaker-dev/hyperdrive/names"
 )
 
 func infoCommand(g *globalOptions) *cli.Command {
@@ -39,6 +41,8 @@ type infoResult struct {
 	Writable bool      `json:"writable"`
 	Dir      string    `json:"dir,omitempty"`
 	Storage  string    `json:"storage"`
+	// WellKnown is the /.well-known/dat file that names the site.
+	WellKnown string `json:"well_known"`
 }
 
 func runInfo(ctx context.Context, g *globalOptions, arg string) error {
@@ -53,7 +57,8 @@ func runInfo(ctx context.Context, g *globalOptions, arg string) error {
 	}
 	key := t.archive.Key()
 	res := infoResult{URL: key.URL(), Key: key.String(), Version: s.Version(), Files: s.Len(), Bytes: s.Bytes(),
-		Tags: []infoTag{}, Writable: t.archive.Writable(), Storage: t.archive.Dir()}
+		Tags: []infoTag{}, Writable: t.archive.Writable(), Storage: t.archive.Dir(),
+		WellKnown: names.WellKnown(key, names.DefaultTTL)}
 	if t.site != nil {
 		res.Dir = t.site.Dir
 	}
@@ -76,5 +81,7 @@ func runInfo(ctx context.Context, g *globalOptions, arg string) error {
 		}
 		fmt.Fprintf(w, "access:   %s\n", mode)
 		fmt.Fprintf(w, "storage:  %s\n", res.Storage)
+		fmt.Fprintf(w, "\nTo name this site, serve this at https://YOUR.DOMAIN/.well-known/dat:\n\n%s\n", res.WellKnown)
+		fmt.Fprintf(w, "or publish the DNS TXT record %s on YOUR.DOMAIN.\n", names.TXTRecord(key))
 	})
 }

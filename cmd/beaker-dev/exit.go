@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strings"
@@ -68,6 +69,8 @@ func exitCode(err error) (int, string) {
 		return exitInvalid, msg + "; give a DNS name such as example.com, or a dat://KEY URL"
 	case errors.Is(err, names.ErrMalformed):
 		return exitInvalid, msg + "; the name's owner must fix it (beaker-dev info prints the file to serve)"
+	case errors.Is(err, names.ErrUnreachable) && errors.As(err, new(*tls.CertificateVerificationError)):
+		return exitNetwork, msg + "; the site must use a certificate this system trusts (SSL_CERT_FILE can name a private CA's), else check the network"
 	case errors.Is(err, names.ErrUnreachable):
 		return exitNetwork, msg + "; check the network, or ask another DNS server (beaker-dev resolve NAME --resolver HOST:PORT)"
 	case errors.Is(err, names.ErrNotFound):

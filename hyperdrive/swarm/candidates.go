@@ -159,9 +159,12 @@ func (f *Feed) useSource(src Source) {
 }
 
 // lookupLoop asks a source for peers now, then again while the archive has
-// fewer than it could use.
+// fewer than it could use: every lookupPeriod, or sooner (1 s, doubling)
+// while lookups find nobody, as they do while a DHT is still joining or
+// before the author's first announce has spread.
 func (f *Feed) lookupLoop(src Source) {
 	wait := time.Duration(0)
+	fast := time.Second
 	for {
 		select {
 		case <-f.ctx.Done():
@@ -180,6 +183,10 @@ func (f *Feed) lookupLoop(src Source) {
 			}
 			for _, a := range addrs {
 				f.addCandidate(a, src.Name(), false)
+			}
+			if len(addrs) == 0 {
+				wait, fast = jitter(fast), min(2*fast, lookupPeriod)
+				continue
 			}
 		}
 		wait = jitter(lookupPeriod)
