@@ -116,6 +116,12 @@ func openTab(t testing.TB, parent context.Context, url string, newContext bool) 
 // browser to every document (the page itself then runs no script of its own).
 func openTabProbe(t testing.TB, parent context.Context, url string, newContext, inject bool) *tab {
 	t.Helper()
+	return openTabRev(t, parent, url, newContext, inject, "1")
+}
+
+// openTabRev opens a tab on a page that shows rev.
+func openTabRev(t testing.TB, parent context.Context, url string, newContext, inject bool, rev string) *tab {
+	t.Helper()
 	var opts []chromedp.ContextOption
 	if newContext {
 		opts = append(opts, chromedp.WithNewBrowserContext())
@@ -143,7 +149,7 @@ func openTabProbe(t testing.TB, parent context.Context, url string, newContext, 
 	); err != nil {
 		t.Fatalf("opening %s: %v", url, err)
 	}
-	tb.waitPainted(t, "1")
+	tb.waitPainted(t, rev)
 	if strings.Contains(url, "nosocket") {
 		return tb
 	}
@@ -165,7 +171,8 @@ func (tb *tab) waitPainted(t testing.TB, rev string) {
 				return
 			}
 		case <-deadline:
-			t.Fatalf("page never painted rev %s", rev)
+			state, err := chromedp.Run(tb.ctx, chromedp.Evaluate[string](`location.href + ' shows "' + document.title + '", probe bound: ' + (typeof window.pagePainted)`))
+			t.Fatalf("page never painted rev %s (%s %v)", rev, state, err)
 		}
 	}
 }
