@@ -16,11 +16,12 @@ import (
 
 // globalOptions are the flags every command shares, and where output goes.
 type globalOptions struct {
-	dataDir string
-	json    bool
-	net     networkOptions
-	stdout  io.Writer
-	stderr  io.Writer
+	dataDir  string
+	json     bool
+	resolver string // --resolver: the DNS server names are looked up on
+	net      networkOptions
+	stdout   io.Writer
+	stderr   io.Writer
 }
 
 // newApp builds the command tree. Actions only read flags into an options
@@ -36,6 +37,7 @@ func newApp(g *globalOptions) *cli.App {
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "data-dir", Usage: "keys and archives (default $BEAKER_DEV_HOME or ~/.local/share/beaker-dev)", EnvVars: []string{"BEAKER_DEV_HOME"}, Destination: &g.dataDir},
 			&cli.BoolFlag{Name: "json", Usage: "print machine-readable JSON", Destination: &g.json},
+			&cli.StringFlag{Name: "resolver", Usage: "look DNS names of sites up on this DNS server, HOST:PORT (default: the system's)", Destination: &g.resolver},
 		}, networkFlags(&g.net)...),
 		Commands: []*cli.Command{
 			initCommand(g),

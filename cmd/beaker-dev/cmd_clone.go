@@ -58,12 +58,9 @@ type cloneResult struct {
 // writes the files to DIR, linked to the archive.
 func runClone(ctx context.Context, g *globalOptions, o cloneOptions) error {
 	start := time.Now()
-	u, err := hyperdrive.ParseURL(o.url)
+	u, err := g.parseURL(ctx, o.url)
 	if err != nil {
 		return err
-	}
-	if u.IsName() {
-		return fmt.Errorf("%w: %s is a name; give the site's dat://KEY URL", hyperdrive.ErrBadURL, u.Host)
 	}
 	store, err := g.store()
 	if err != nil {

@@ -131,12 +131,9 @@ func (g *globalOptions) forkSource(ctx context.Context, o forkOptions) (*hyperdr
 		}
 		return snap, func() { t.Close() }, nil
 	}
-	u, err := hyperdrive.ParseURL(o.src)
+	u, err := g.parseURL(ctx, o.src)
 	if err != nil {
 		return nil, nil, err
-	}
-	if u.IsName() {
-		return nil, nil, fmt.Errorf("%w: %s is a name; give the site's dat://KEY URL", hyperdrive.ErrBadURL, u.Host)
 	}
 	store, err := g.store()
 	if err != nil {

@@ -73,12 +73,9 @@ func (g *globalOptions) keyOf(arg string) (hyperdrive.PublicKey, error) {
 		arg = "."
 	}
 	if looksLikeURL(arg) {
-		u, err := hyperdrive.ParseURL(arg)
+		u, err := g.parseURL(context.Background(), arg)
 		if err != nil {
 			return hyperdrive.PublicKey{}, err
-		}
-		if u.IsName() {
-			return hyperdrive.PublicKey{}, fmt.Errorf("%w: %s is a name; give the site's dat://KEY URL", hyperdrive.ErrBadURL, u.Host)
 		}
 		return u.Key, nil
 	}

@@ -15,8 +15,7 @@ import (
 )
 
 type resolveOptions struct {
-	name     string
-	resolver string // HOST:PORT of a DNS server, or "" for the system's
+	name string
 }
 
 func resolveCommand(g *globalOptions) *cli.Command {
@@ -25,9 +24,6 @@ func resolveCommand(g *globalOptions) *cli.Command {
 		Name:      "resolve",
 		Usage:     "look up the dat:// URL a DNS name publishes (https://NAME/.well-known/dat, DNS TXT datkey=)",
 		ArgsUsage: "NAME",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "resolver", Usage: "ask this DNS server, HOST:PORT (default: the system's, from /etc/resolv.conf)", Destination: &o.resolver},
-		},
 		Action: func(c *cli.Context) error {
 			a, err := args(c, 1, 1)
 			if err != nil {
@@ -57,7 +53,7 @@ func runResolve(ctx context.Context, g *globalOptions, o resolveOptions) error {
 	if err != nil {
 		return err
 	}
-	r, err := g.nameResolver(o.resolver)
+	r, err := g.nameResolver(g.resolver)
 	if err != nil {
 		return err
 	}
@@ -102,7 +98,7 @@ func (g *globalOptions) resolveURL(ctx context.Context, u hyperdrive.URL) (hyper
 	if !u.IsName() {
 		return u, nil
 	}
-	r, err := g.nameResolver("")
+	r, err := g.nameResolver(g.resolver)
 	if err != nil {
 		return u, err
 	}
@@ -113,6 +109,16 @@ func (g *globalOptions) resolveURL(ctx context.Context, u hyperdrive.URL) (hyper
 	g.warnStale(res)
 	u.Key, u.Host = res.Key, res.Key.String()
 	return u, nil
+}
+
+// parseURL parses a URL argument (dat://KEY[+V|@TAG]/path, a bare key, or
+// either with a DNS name for the key), resolving a name to its key.
+func (g *globalOptions) parseURL(ctx context.Context, s string) (hyperdrive.URL, error) {
+	u, err := hyperdrive.ParseURL(s)
+	if err != nil {
+		return u, err
+	}
+	return g.resolveURL(ctx, u)
 }
 
 // warnStale says when a name's answer comes from an expired cache entry.

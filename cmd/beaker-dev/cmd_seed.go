@@ -52,12 +52,9 @@ func runSeed(ctx context.Context, g *globalOptions, targets []string) error {
 // openSeedTarget opens a site folder's archive, or a replica by URL.
 func (g *globalOptions) openSeedTarget(store *hyperdrive.Store, t string) (*hyperdrive.Archive, error) {
 	if looksLikeURL(t) {
-		u, err := hyperdrive.ParseURL(t)
+		u, err := g.parseURL(context.Background(), t)
 		if err != nil {
 			return nil, err
-		}
-		if u.IsName() {
-			return nil, fmt.Errorf("%w: %s is a name; give the site's dat://KEY URL", hyperdrive.ErrBadURL, u.Host)
 		}
 		return openSaved(store, u.Key)
 	}

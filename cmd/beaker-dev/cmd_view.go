@@ -143,12 +143,9 @@ func (r *remoteSite) prefetch(c hyperdrive.Content) error {
 // reloads the open pages whenever a new version's changed files are here.
 func runView(ctx context.Context, g *globalOptions, o viewOptions) error {
 	out := newPrinter(g)
-	u, err := hyperdrive.ParseURL(o.url)
+	u, err := g.parseURL(ctx, o.url)
 	if err != nil {
 		return err
-	}
-	if u.IsName() {
-		return fmt.Errorf("%w: %s is a name; give the site's dat://KEY URL", hyperdrive.ErrBadURL, u.Host)
 	}
 	store, err := g.store()
 	if err != nil {

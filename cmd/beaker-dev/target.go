@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 
 	"github.com/beaker-dev/beaker-dev/hyperdrive"
+	"github.com/beaker-dev/beaker-dev/hyperdrive/names"
 	"github.com/beaker-dev/beaker-dev/publish"
 )
 
@@ -21,7 +23,8 @@ type target struct {
 
 func (t *target) Close() error { return t.archive.Close() }
 
-// looksLikeURL reports whether arg names an archive rather than a folder.
+// looksLikeURL reports whether arg names an archive (dat://…, a key, a DNS
+// name) rather than a folder. A folder that exists wins over a name.
 func looksLikeURL(arg string) bool {
 	if strings.Contains(arg, "://") {
 		return true
@@ -29,8 +32,12 @@ func looksLikeURL(arg string) bool {
 	if _, err := os.Stat(arg); err == nil {
 		return false
 	}
-	_, err := hyperdrive.ParsePublicKey(strings.SplitN(arg, "+", 2)[0])
-	return err == nil
+	host := strings.SplitN(strings.SplitN(arg, "/", 2)[0], "+", 2)[0]
+	host = strings.SplitN(host, "@", 2)[0]
+	if _, err := hyperdrive.ParsePublicKey(host); err == nil {
+		return true
+	}
+	return names.LooksLikeName(host)
 }
 
 // openTarget opens the archive arg names ("" means the current folder).
@@ -45,12 +52,9 @@ func (g *globalOptions) openTarget(arg string) (*target, error) {
 	t := &target{store: store}
 	var key hyperdrive.PublicKey
 	if looksLikeURL(arg) {
-		u, err := hyperdrive.ParseURL(arg)
+		u, err := g.parseURL(context.Background(), arg)
 		if err != nil {
 			return nil, err
-		}
-		if u.IsName() {
-			return nil, fmt.Errorf("%w: %s is a name; give the site's dat://KEY URL", hyperdrive.ErrBadURL, u.Host)
 		}
 		key, t.version = u.Key, u.Version
 	} else {

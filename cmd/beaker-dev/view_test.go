@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/beaker-dev/beaker-dev/hyperdrive/names/namestest"
 )
 
 // authorSite makes a site folder with a page and a stylesheet and starts
@@ -219,4 +221,25 @@ func TestFork(t *testing.T) {
 	b.fails(exitInvalid, "not empty", "fork", url, "again", "--no-dht", "--no-mdns")
 	b.fails(exitNotFound, "no such version", "fork", strings.TrimSuffix(url, "/")+"+999/", "x", "--peer", swarmAddr, "--no-dht", "--no-mdns", "--listen", "127.0.0.1:0")
 	b.fails(exitNotFound, "no such tag", "fork", strings.TrimSuffix(url, "/")+"@9.9.9/", "x", "--peer", swarmAddr, "--no-dht", "--no-mdns", "--listen", "127.0.0.1:0")
+}
+
+// TestNamesInURLs: commands that take a URL take a DNS name too (here a
+// TXT record served by dnsmasq, asked through --resolver).
+func TestNamesInURLs(t *testing.T) {
+	_, url, _, swarmAddr := newSeededSite(t, "--no-dht", "--no-mdns")
+	key := strings.TrimSuffix(strings.TrimPrefix(url, "dat://"), "/")
+	dns := namestest.StartDNS(t, namestest.DNSConfig{TTL: 600, TXT: []namestest.TXT{{Name: "blog.test", Strings: []string{"datkey=" + key}}}})
+	b := newCLI(t)
+	var res cloneResult
+	b.ok(&res, "clone", "dat://blog.test/", "copy", "--resolver", dns.Addr, "--peer", swarmAddr, "--no-dht", "--no-mdns", "--listen", "127.0.0.1:0")
+	if res.Key != key {
+		t.Fatalf("clone of dat://blog.test/ = %+v, want key %s", res, key)
+	}
+	var info map[string]any
+	b.ok(&info, "info", "blog.test", "--resolver", dns.Addr)
+	if info["key"] != key {
+		t.Fatalf("info blog.test = %v", info)
+	}
+	b.fails(exitNotFound, "no dat key for nope.test", "info", "nope.test", "--resolver", dns.Addr)
+	b.fails(exitInvalid, "expected a 64-hex key or a DNS name", "view", "dat://bad_name!/", "--no-dht", "--no-mdns")
 }
