@@ -477,8 +477,13 @@ func (d *DHT) maintain() {
 				}
 				warned = false
 			case !warned:
+				hosts := d.bootstrapHostPorts()
+				list := strings.Join(hosts, ", ")
+				if len(hosts) > 3 {
+					list = fmt.Sprintf("%s and %d more", strings.Join(hosts[:2], ", "), len(hosts)-2)
+				}
 				d.warn(fmt.Sprintf("DHT: cannot reach the bootstrap %s (%s): %s; peers will be found by other means",
-					d.bootstrapKind(), strings.Join(d.bootstrapHostPorts(), ", "), strings.ReplaceAll(reason, "\n", " ")))
+					d.bootstrapKind(), list, strings.ReplaceAll(reason, "\n", " ")))
 				warned = true
 			}
 			if d.srv.Stats().GoodNodes < minGoodNodes {
@@ -663,7 +668,15 @@ func (d *DHT) startingNodes() ([]dht.Addr, error) {
 				msgs = append(msgs, err.Error())
 			}
 		}
-		return nil, fmt.Errorf("resolving the bootstrap nodes: %s", strings.Join(msgs, "; "))
+		// One reason is enough: they are usually all the same (offline).
+		more := ""
+		if len(msgs) > 1 {
+			more = fmt.Sprintf(" (and %d more)", len(msgs)-1)
+		}
+		if len(msgs) == 0 {
+			msgs = []string{"no addresses"}
+		}
+		return nil, fmt.Errorf("resolving the bootstrap nodes: %s%s", msgs[0], more)
 	}
 	d.resolved, d.resolvedUntil = addrs, time.Now().Add(resolveCacheTTL)
 	return addrs, nil
