@@ -62,6 +62,9 @@ func serveCommand(g *globalOptions) *cli.Command {
 				return err
 			}
 			o.dir = argOr(a, 0, ".")
+			// serve's --no-mdns shadows the global flag: it means no mDNS at
+			// all, neither advertising the preview nor finding peers.
+			g.net.noMDNS = g.net.noMDNS || o.noMDNS
 			return runServe(c.Context, g, o)
 		},
 	}

@@ -42,7 +42,6 @@ func viewCommand(g *globalOptions) *cli.Command {
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "port", Value: defaultViewPort, Usage: "HTTP port", Destination: &o.front.port},
 			&cli.BoolFlag{Name: "no-lan", Usage: "listen on this machine only (no LAN URLs, no mDNS)", Destination: &o.front.noLAN},
-			&cli.BoolFlag{Name: "no-mdns-advertise", Usage: "do not advertise the preview on the LAN by mDNS", Destination: &o.front.noMDNS},
 			&cli.StringFlag{Name: "mdns-name", Usage: "NAME for http://NAME.local:PORT/ (default: from the site's title)", Destination: &o.front.mdnsName},
 			&cli.BoolFlag{Name: "open", Usage: "open the page in the default browser", Destination: &o.open},
 			&cli.BoolFlag{Name: "save", Usage: "keep the site for good (gc frees sites that were only viewed)", Destination: &o.save},
@@ -55,6 +54,7 @@ func viewCommand(g *globalOptions) *cli.Command {
 			}
 			o.url = a[0]
 			o.portSet = c.IsSet("port")
+			o.front.noMDNS = g.net.noMDNS // --no-mdns: no mDNS at all, neither discovery nor advertising
 			return runView(c.Context, g, o)
 		},
 	}
