@@ -12,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/beaker-dev/beaker-dev/hyperdrive"
 	"github.com/beaker-dev/beaker-dev/hyperdrive/names/namestest"
 )
 
@@ -242,4 +243,124 @@ func TestNamesInURLs(t *testing.T) {
 	}
 	b.fails(exitNotFound, "no dat key for nope.test", "info", "nope.test", "--resolver", dns.Addr)
 	b.fails(exitInvalid, "expected a 64-hex key or a DNS name", "view", "dat://bad_name!/", "--no-dht", "--no-mdns")
+}
+
+// partialReplica puts into the store at home a replica of the author's
+// archive with every entry and signature but only the chunks of the files
+// named: a peer that has part of the site.
+func partialReplica(t *testing.T, authorHome string, key hyperdrive.PublicKey, home string, paths ...string) {
+	t.Helper()
+	as, err := hyperdrive.OpenStore(authorHome)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := as.Open(key, hyperdrive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	rs, err := hyperdrive.OpenStore(home)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := rs.OpenReplica(key, hyperdrive.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	w, err := r.BeginSync(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	var entries [][]byte
+	for seq := uint64(0); seq < a.Version(); seq++ {
+		b, err := a.EntryBytes(seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, b)
+	}
+	if n, err := w.AppendVerified(entries, a.Versions()); err != nil || n != len(entries) {
+		t.Fatalf("append: %d %v", n, err)
+	}
+	for _, p := range paths {
+		e, err := a.Latest().Entry(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Content.Level != 0 {
+			t.Fatalf("%s has index blocks: keep it small", p)
+		}
+		for _, ref := range e.Content.Refs {
+			data, err := a.Chunk(ref.Hash)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.PutChunk(ref.Hash, data); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.SetSaved(key, true); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestViewLosesItsOnlyPeer: a viewer whose only peer has part of the site
+// serves that part; when the peer goes away mid-sync, the viewer says so,
+// keeps what arrived and goes on serving it, and a file it never got is a
+// clear 504, not a hang.
+func TestViewLosesItsOnlyPeer(t *testing.T) {
+	author, authorHome := authorSite(t)
+	author.write("big.bin", strings.Repeat("0123456789abcdef", 1<<16)) // 1 MiB, 64+ chunks
+	author.waitEvent("published", 0, func(e map[string]any) bool {
+		for _, p := range e["changed"].([]any) {
+			if p == "/big.bin" {
+				return true
+			}
+		}
+		return false
+	})
+	key, err := hyperdrive.ParsePublicKey(strings.TrimSuffix(strings.TrimPrefix(author.dat, "dat://"), "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	author.stop()
+	peerHome := filepath.Join(t.TempDir(), "peer")
+	partialReplica(t, authorHome, key, peerHome, "/index.html", "/probe.js", "/css/site.css", "/dat.json")
+	peer := newCLIHome(t, peerHome).start("seed", author.dat, "--listen", "127.0.0.1:0", "--no-dht", "--no-mdns")
+	swarmAddr := peer.wait("seeding")["swarm"].(string)
+
+	viewer := startView(t, filepath.Join(t.TempDir(), "viewer"), author.dat, swarmAddr)
+	if body := httpGet(t, viewer.url); !strings.Contains(body, "rev 1") {
+		t.Fatalf("the part the peer has: %s", body)
+	}
+	viewer.waitEvent("peers", 0, func(e map[string]any) bool { return e["peers"].(float64) > 0 })
+	peer.stop()
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(viewer.stderr.String(), "lost the last peer") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the viewer did not say it lost its peer: %s", viewer.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if msg := viewer.stderr.String(); !strings.Contains(msg, "what arrived is kept") {
+		t.Fatalf("warning: %s", msg)
+	}
+	if body := httpGet(t, viewer.url); !strings.Contains(body, "rev 1") {
+		t.Fatalf("after the peer left: %s", body)
+	}
+	start := time.Now()
+	code, body := httpStatus(t, viewer.url+"big.bin")
+	if code != 504 || !strings.Contains(body, "Not downloaded yet") || time.Since(start) > 10*time.Second {
+		t.Fatalf("a file nobody sent: %d after %v: %.200s", code, time.Since(start), body)
+	}
+}
+
+func newCLIHome(t *testing.T, home string) *shell {
+	return &shell{t: t, home: home, dir: t.TempDir()}
 }
