@@ -402,3 +402,28 @@ func ApplyUpgrade(oldRoots []Node, from, to uint64, nodes []Node) ([]Node, error
 	}
 	return out, nil
 }
+
+// CheckRoots compares the full roots that come with a signed root beyond
+// the local log (already checked by CheckSignedRoot) with the local tree:
+// a root that covers only entries we have must be our node. A mismatch is
+// a fork, recorded like CheckSignedRoot's.
+func (a *Archive) CheckRoots(sr SignedRoot, roots []Node) error {
+	a.mu.RLock()
+	length := a.length
+	a.mu.RUnlock()
+	for _, r := range roots {
+		if flattree.RightSpan(r.Index)/2 >= length {
+			continue
+		}
+		ours, err := a.node(r.Index)
+		if err != nil {
+			return err
+		}
+		if ours.Hash != r.Hash {
+			fe := &ForkError{Length: sr.Length, Ours: ours.Hash, Theirs: sr}
+			a.recordFork(fe)
+			return fe
+		}
+	}
+	return nil
+}

@@ -713,6 +713,9 @@ func (f *Feed) onStatus(p *peer, m wire.Status) error {
 	if err := f.a.CheckSignedRoot(sr); err != nil {
 		return err
 	}
+	if err := f.a.CheckRoots(sr, roots); err != nil {
+		return err
+	}
 	p.setStatus(m.Length, m.Flags)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -913,7 +916,7 @@ func (f *Feed) scheduleLocked() {
 		var best *peer
 		bestLoad := maxInflight
 		for _, p := range peers {
-			if w.notHave[p] || slices.Contains(w.asked, p) {
+			if w.notHave[p] || slices.Contains(w.asked, p) || len(p.out) == cap(p.out) {
 				continue
 			}
 			if n := p.inflightCount(); n < bestLoad {
@@ -1004,7 +1007,7 @@ func (f *Feed) scheduleLogLocked() {
 	// The best source: a connected peer at the highest length.
 	var best *peer
 	for p := range f.peers {
-		if l := p.length(); l >= target && !p.closedNow() && (best == nil || l > best.length()) {
+		if l := p.length(); l >= target && !p.closedNow() && (best == nil || l > best.length() || best.isSlowLog() && !p.isSlowLog()) {
 			best = p
 		}
 	}
@@ -1056,4 +1059,28 @@ func fullRootIndexes(length uint64) []uint64 {
 		leaves -= factor
 	}
 	return out
+}
+
+// forgetRoots drops the signed roots only a lying peer advertised.
+func (f *Feed) forgetRoots(p *peer) {
+	p.mu.Lock()
+	var ls []uint64
+	for l := range p.roots {
+		ls = append(ls, l)
+	}
+	p.mu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, l := range ls {
+		vouched := false
+		for q := range f.peers {
+			if q != p && q.length() >= l {
+				vouched = true
+			}
+		}
+		if !vouched {
+			delete(f.signed, l)
+		}
+	}
+	f.notifyLocked()
 }

@@ -35,6 +35,8 @@ type peer struct {
 	remote   uint64 // the peer's advertised length
 	flags    byte
 	roots    map[uint64][]hyperdrive.Node
+	expired  map[uint64]bool // requests that timed out: their late answers are dropped
+	slowLog  bool            // a log request timed out here
 
 	lastPaint time.Time // reader goroutine only: paint reports are rate-limited
 }
@@ -84,6 +86,12 @@ func (p *peer) setStatus(length uint64, flags byte) {
 	p.mu.Lock()
 	p.remote, p.flags = max(p.remote, length), flags
 	p.mu.Unlock()
+}
+
+func (p *peer) isSlowLog() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.slowLog
 }
 
 func (p *peer) length() uint64 {
@@ -186,6 +194,15 @@ func (p *peer) cancel(h hyperdrive.Hash) {
 	}
 }
 
+// wasExpired reports (once) an answer to a request that timed out.
+func (p *peer) wasExpired(id uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ok := p.expired[id]
+	delete(p.expired, id)
+	return ok
+}
+
 // take removes and returns the request a response answers.
 func (p *peer) take(id uint64) *request {
 	p.mu.Lock()
@@ -267,6 +284,7 @@ func (p *peer) loop() {
 	defer timeouts.Stop()
 	msgs := make(chan wire.Message)
 	readErr := make(chan error, 1)
+	p.c.SetIdleTimeout(idleTimeout)
 	p.writer.Add(1)
 	go func() {
 		defer p.writer.Done()
@@ -308,6 +326,7 @@ loop:
 	if err != nil {
 		if errors.Is(err, errMisbehaved) || isBadData(err) {
 			p.f.s.ban(p.addr.Addr(), err)
+			p.f.forgetRoots(p)
 		}
 		p.f.fail(fmt.Errorf("peer %s: %w", p.addr, err))
 	}
@@ -329,19 +348,35 @@ func isBadData(err error) bool {
 func (p *peer) expire() {
 	now := time.Now()
 	var late []hyperdrive.Hash
+	logLate := false
 	p.mu.Lock()
 	for id, r := range p.requests {
 		if now.Sub(r.sent) > requestTimeout {
 			delete(p.requests, id)
+			if p.expired == nil {
+				p.expired = map[uint64]bool{}
+			}
+			p.expired[id] = true
 			if r.req.Kind == wire.KindChunk {
 				delete(p.byHash, r.req.Hash)
 				late = append(late, r.req.Hash)
+			} else {
+				logLate = true
+				p.slowLog = true
 			}
 		}
 	}
 	p.mu.Unlock()
 	for _, h := range late {
 		p.f.onTimeout(p, h)
+	}
+	if logLate {
+		p.f.mu.Lock()
+		if p.f.logReq == p {
+			p.f.logReq = nil
+		}
+		p.f.scheduleLocked()
+		p.f.mu.Unlock()
 	}
 }
 
@@ -357,6 +392,9 @@ func (p *peer) handle(m wire.Message) error {
 	case wire.Cancel:
 		return nil // answers go out in order and fast; nothing to withdraw
 	case wire.Entries:
+		if p.wasExpired(m.ID) {
+			return nil
+		}
 		if r := p.take(m.ID); r == nil || r.req.Kind != wire.KindEntries || m.Start != r.req.Start || m.Upgrade != r.req.Upgrade {
 			return fmt.Errorf("%w: unrequested entries", errMisbehaved)
 		} else if len(m.Entries) == 0 && m.Start < r.req.End {
@@ -373,6 +411,9 @@ func (p *peer) handle(m wire.Message) error {
 		}
 		return f.onChunk(p, r.req.Hash, m.Data)
 	case wire.Signatures:
+		if p.wasExpired(m.ID) {
+			return nil
+		}
 		if r := p.take(m.ID); r == nil || r.req.Kind != wire.KindSignatures {
 			return fmt.Errorf("%w: unrequested signatures", errMisbehaved)
 		}

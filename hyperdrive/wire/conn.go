@@ -82,6 +82,7 @@ type Conn struct {
 	initiator bool
 
 	rmu   sync.Mutex
+	idle  time.Duration
 	recv  *noise.CipherState
 	plain []byte // decrypted bytes not yet parsed
 	frame []byte
@@ -235,6 +236,14 @@ func (c *Conn) RemoteIdentity() []byte { return c.remote }
 // RemoteAddr is the peer's address.
 func (c *Conn) RemoteAddr() net.Addr { return c.raw.RemoteAddr() }
 
+// SetIdleTimeout makes every keepalive received push the read deadline
+// d into the future.
+func (c *Conn) SetIdleTimeout(d time.Duration) {
+	c.rmu.Lock()
+	c.idle = d
+	c.rmu.Unlock()
+}
+
 // SetReadDeadline bounds the next reads.
 func (c *Conn) SetReadDeadline(t time.Time) error { return c.raw.SetReadDeadline(t) }
 
@@ -362,6 +371,9 @@ func (c *Conn) ReadMessage() (Message, error) {
 		if ok {
 			if n == 0 {
 				c.plain = c.plain[hl:]
+				if c.idle > 0 {
+					c.raw.SetReadDeadline(time.Now().Add(c.idle))
+				}
 				continue // keepalive
 			}
 			if len(c.plain) >= hl+int(n) {
