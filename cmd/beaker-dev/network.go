@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -103,6 +104,12 @@ func (g *globalOptions) startNetwork(ctx context.Context) (*network, error) {
 	}
 	if !g.net.noMDNS {
 		n.mdns = discovery.NewMDNS(nil)
+		// A swarm bound to one address is reachable there only.
+		if host, _, err := net.SplitHostPort(g.net.listen); err == nil {
+			if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+				n.mdns.IPs = []net.IP{ip}
+			}
+		}
 		s.AddSource(n.mdns)
 		n.names = append(n.names, "mdns")
 	}

@@ -30,6 +30,9 @@ const maxMDNSKeys = 100
 type MDNS struct {
 	instance string
 	logf     func(string, ...any)
+	// IPs are the addresses advertised; nil means every IPv4 address of
+	// this machine. A swarm listening on one address sets it to that one.
+	IPs []net.IP
 
 	mu     sync.Mutex
 	port   int
@@ -111,15 +114,20 @@ func (m *MDNS) service() *mdns.MDNSService {
 	if len(txt) == 0 {
 		return nil
 	}
-	svc, err := mdns.NewMDNSService(m.instance, MDNSService, "local.", m.instance+".local.", port, localIPs(), txt)
+	ips := m.IPs
+	if len(ips) == 0 {
+		ips = localIPs()
+	}
+	svc, err := mdns.NewMDNSService(m.instance, MDNSService, "local.", m.instance+".local.", port, ips, txt)
 	if err != nil {
 		return nil
 	}
 	return svc
 }
 
-// localIPs lists this machine's IPv4 addresses, loopback last (so a
-// machine without a LAN still finds itself).
+// localIPs lists this machine's IPv4 addresses, loopback first: the
+// hashicorp/mdns client keeps the last A record of an answer, which must be
+// a LAN address for other machines (one without a LAN gets loopback).
 func localIPs() []net.IP {
 	var out, lo []net.IP
 	ifaces, _ := net.Interfaces()
@@ -140,7 +148,7 @@ func localIPs() []net.IP {
 			}
 		}
 	}
-	return append(out, lo...)
+	return append(lo, out...)
 }
 
 // Lookup browses the LAN for the service and returns the addresses of the
