@@ -59,7 +59,7 @@ type forkResult struct {
 // dat.json keeps the source's fields and records forkOf.
 func runFork(ctx context.Context, g *globalOptions, o forkOptions) error {
 	start := time.Now()
-	snap, closeSrc, err := g.forkSource(ctx, o)
+	snap, fetch, closeSrc, err := g.forkSource(ctx, o)
 	if err != nil {
 		return err
 	}
@@ -81,7 +81,7 @@ func runFork(ctx context.Context, g *globalOptions, o forkOptions) error {
 	if err := publish.CheckDataDir(abs, store.Dir()); err != nil {
 		return err
 	}
-	if _, err := publish.Export(ctx, snap, abs, publish.ExportOptions{}); err != nil {
+	if _, err := publish.Export(ctx, snap, abs, publish.ExportOptions{Fetch: fetch}); err != nil {
 		return err
 	}
 	// The new manifest replaces the source's dat.json (which publish
@@ -117,36 +117,37 @@ func runFork(ctx context.Context, g *globalOptions, o forkOptions) error {
 }
 
 // forkSource opens the version to fork: a site folder's latest published
-// version, or the version a URL names (the cache's, else the swarm's).
-func (g *globalOptions) forkSource(ctx context.Context, o forkOptions) (*hyperdrive.Snapshot, func(), error) {
+// version, or the version a URL names (the cache's, else the swarm's, whose
+// files fetch gets as they are written out).
+func (g *globalOptions) forkSource(ctx context.Context, o forkOptions) (*hyperdrive.Snapshot, func(context.Context, hyperdrive.Content) error, func(), error) {
 	if !looksLikeURL(o.src) {
 		t, err := g.openTarget(o.src)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		snap, err := t.snapshot("")
 		if err != nil {
 			t.Close()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return snap, func() { t.Close() }, nil
+		return snap, nil, func() { t.Close() }, nil
 	}
 	u, err := g.parseURL(ctx, o.src)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	store, err := g.store()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	a, err := store.OpenReplica(u.Key, hyperdrive.Options{})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	got, err := g.download(ctx, a, u, o.timeout, "fetching", true)
+	fx, err := g.startFetching(ctx, a, u, o.timeout, "fetching", true)
 	if err != nil {
 		a.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return got.snap, func() { a.Close() }, nil
+	return fx.snap, fx.prefetch, func() { fx.close(); a.Close() }, nil
 }

@@ -67,6 +67,7 @@ type Feed struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the feed's own goroutines (not its peers')
 	kick   chan struct{}  // wakes the connector
+	gained chan struct{}  // the download caught up: tell peers (watchArchive)
 
 	mu         sync.Mutex
 	closed     bool
@@ -85,6 +86,7 @@ type Feed struct {
 	asked      map[hyperdrive.Hash]*want // wanted chunks asked of some peer
 	waiters    map[hyperdrive.Hash][]chan fetchResult
 	changed    chan struct{} // closed and replaced on every change, for waiters
+	peersMoved chan struct{} // closed and replaced when a peer comes or goes
 	lastErr    error
 	got        Stats
 }
@@ -112,6 +114,7 @@ type Stats struct {
 	Chunks        int    // chunks received
 	Bytes         int64  // chunk bytes received
 	Uploaded      int64  // chunk bytes sent
+	Advertised    int    // connected peers whose Status (their version) arrived
 }
 
 // Join adds an archive to the swarm. A replica (an archive without its
@@ -120,11 +123,11 @@ type Stats struct {
 func (s *Swarm) Join(a *hyperdrive.Archive, opts JoinOptions) (*Feed, error) {
 	dk := [32]byte(a.Key().DiscoveryKey())
 	f := &Feed{
-		s: s, a: a, dk: dk, opts: opts, kick: make(chan struct{}, 1),
+		s: s, a: a, dk: dk, opts: opts, kick: make(chan struct{}, 1), gained: make(chan struct{}, 1),
 		peers: map[*peer]struct{}{}, candidates: map[netip.AddrPort]*candidate{},
 		signed: map[uint64]hyperdrive.SignedRoot{}, sigsAsked: map[*peer]uint64{},
 		want: map[hyperdrive.Hash]*want{}, asked: map[hyperdrive.Hash]*want{}, waiters: map[hyperdrive.Hash][]chan fetchResult{},
-		changed: make(chan struct{}),
+		changed: make(chan struct{}), peersMoved: make(chan struct{}),
 	}
 	if !a.Writable() {
 		// Not ours: a replica, filled with what peers send.
@@ -231,6 +234,11 @@ func (f *Feed) Stats() Stats {
 	defer f.mu.Unlock()
 	st := f.got
 	st.Peers = len(f.peers)
+	for p := range f.peers {
+		if p.hasAdvertised() {
+			st.Advertised++
+		}
+	}
 	st.Version = f.a.Version()
 	st.RemoteVersion = f.remoteVersionLocked()
 	st.Wanted = len(f.want)
@@ -261,6 +269,11 @@ func (f *Feed) remoteVersionLocked() uint64 {
 func (f *Feed) notifyLocked() {
 	close(f.changed)
 	f.changed = make(chan struct{})
+}
+
+func (f *Feed) peersMovedLocked() {
+	close(f.peersMoved)
+	f.peersMoved = make(chan struct{})
 }
 
 // Changed returns a channel closed at the next change of the feed: a
@@ -402,7 +415,7 @@ func (f *Feed) await(ctx context.Context, h hyperdrive.Hash, ch chan fetchResult
 	}()
 	for {
 		f.mu.Lock()
-		peers, changed := len(f.peers), f.changed
+		peers, moved := len(f.peers), f.peersMoved
 		f.mu.Unlock()
 		var giveUp <-chan time.Time
 		switch {
@@ -418,8 +431,8 @@ func (f *Feed) await(ctx context.Context, h hyperdrive.Hash, ch chan fetchResult
 		select {
 		case r := <-ch:
 			return r.data, r.err
-		case <-changed:
-			// a chunk, a version or a peer came or went: look again
+		case <-moved:
+			// a peer came or went: look again
 		case <-giveUp:
 			f.dropWaiter(h, ch)
 			return nil, fmt.Errorf("%w to get chunk %x from", ErrNoPeers, h[:8])
@@ -585,6 +598,11 @@ func (f *Feed) watchArchive() {
 			}
 		case <-external:
 			f.a.Refresh()
+		case <-f.gained:
+			// Every wanted chunk is here now: peers that asked for one
+			// before it came (a viewer behind us) ask again.
+			f.broadcastStatus()
+			continue
 		}
 		v := f.a.Version()
 		if v == last {
@@ -659,6 +677,7 @@ func (f *Feed) addPeer(p *peer) bool {
 	f.queue = append(f.queue, f.stuck...)
 	f.stuck = nil
 	f.notifyLocked()
+	f.peersMovedLocked()
 	return true
 }
 
@@ -686,6 +705,7 @@ func (f *Feed) removePeer(p *peer) {
 	}
 	f.scheduleLocked()
 	f.notifyLocked()
+	f.peersMovedLocked()
 	select {
 	case f.kick <- struct{}{}:
 	default:
@@ -696,8 +716,12 @@ func (f *Feed) removePeer(p *peer) {
 func (f *Feed) onStatus(p *peer, m wire.Status) error {
 	if m.Length == 0 {
 		p.setStatus(0, m.Flags)
+		f.mu.Lock()
+		f.notifyLocked()
+		f.mu.Unlock()
 		return nil
 	}
+	defer f.askAgain(p)
 	roots := make([]hyperdrive.Node, len(m.Roots))
 	for i, r := range m.Roots {
 		roots[i] = hyperdrive.Node{Hash: r.Hash, Size: r.Size}
@@ -840,6 +864,12 @@ func (f *Feed) onChunk(p *peer, h hyperdrive.Hash, data []byte) error {
 	if w != nil {
 		delete(f.want, h)
 		delete(f.asked, h)
+		if len(f.want) == 0 {
+			select {
+			case f.gained <- struct{}{}:
+			default:
+			}
+		}
 		for _, q := range w.asked {
 			if q != p {
 				q.cancel(h) // the end-game duplicate lost the race
@@ -875,6 +905,27 @@ func (f *Feed) onNotHave(p *peer, h hyperdrive.Hash) {
 			delete(f.waiters, h)
 		}
 	}
+	f.scheduleLocked()
+}
+
+// askAgain forgets which wanted chunks p said it lacked: p sent a Status,
+// so it may have them now (a peer re-sharing what it is still fetching).
+// The peer loop also calls it now and then, for peers that never say.
+func (f *Feed) askAgain(p *peer) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	again := false
+	for _, w := range f.want {
+		if w.notHave[p] {
+			delete(w.notHave, p)
+			again = true
+		}
+	}
+	if !again {
+		return
+	}
+	f.queue = append(f.queue, f.stuck...)
+	f.stuck = nil
 	f.scheduleLocked()
 }
 

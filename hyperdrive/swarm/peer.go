@@ -27,16 +27,17 @@ type peer struct {
 	once   sync.Once
 	writer sync.WaitGroup
 
-	mu       sync.Mutex
-	err      error
-	nextID   uint64
-	requests map[uint64]*request
-	byHash   map[hyperdrive.Hash]uint64
-	remote   uint64 // the peer's advertised length
-	flags    byte
-	roots    map[uint64][]hyperdrive.Node
-	expired  map[uint64]bool // requests that timed out: their late answers are dropped
-	slowLog  bool            // a log request timed out here
+	mu         sync.Mutex
+	err        error
+	nextID     uint64
+	requests   map[uint64]*request
+	byHash     map[hyperdrive.Hash]uint64
+	remote     uint64 // the peer's advertised length
+	advertised bool   // its Status arrived
+	flags      byte
+	roots      map[uint64][]hyperdrive.Node
+	expired    map[uint64]bool // requests that timed out: their late answers are dropped
+	slowLog    bool            // a log request timed out here
 
 	lastPaint time.Time // reader goroutine only: paint reports are rate-limited
 }
@@ -84,8 +85,15 @@ func (p *peer) wait() { p.writer.Wait() }
 
 func (p *peer) setStatus(length uint64, flags byte) {
 	p.mu.Lock()
-	p.remote, p.flags = max(p.remote, length), flags
+	p.remote, p.flags, p.advertised = max(p.remote, length), flags, true
 	p.mu.Unlock()
+}
+
+// hasAdvertised reports whether the peer has sent its Status.
+func (p *peer) hasAdvertised() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.advertised
 }
 
 func (p *peer) isSlowLog() bool {
@@ -319,6 +327,7 @@ loop:
 			break loop
 		case <-timeouts.C:
 			p.expire()
+			p.f.askAgain(p) // it may have fetched what it lacked
 		case <-p.done:
 			break loop
 		}
