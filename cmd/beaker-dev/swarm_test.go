@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/beaker-dev/beaker-dev/hyperdrive/discovery"
 )
 
 // daemon is a long-running beaker-dev process (seed, serve, bootstrap)
@@ -181,4 +184,38 @@ func TestLiveThroughSeed(t *testing.T) {
 			break
 		}
 	}
+}
+
+// TestCloneThroughTenNodeDHT: a local DHT of ten nodes (eight in this
+// process, bootstrapping from the first; the seeder's and the clone's, each
+// bootstrapping from a different node) in which the clone finds its seeder.
+func TestCloneThroughTenNodeDHT(t *testing.T) {
+	ctx := context.Background()
+	var nodes []*discovery.DHT
+	for i := 0; i < 8; i++ {
+		boot := []string{}
+		if i > 0 {
+			boot = []string{nodes[0].Addr().String()}
+		}
+		d, err := discovery.StartDHT(ctx, discovery.DHTConfig{Addr: "127.0.0.1:0", Bootstrap: boot, QueryTimeout: 300 * time.Millisecond, BootstrapRetry: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		nodes = append(nodes, d)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for _, d := range nodes[1:] {
+		for d.Nodes() < 3 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	a, url, _, _ := newSeededSite(t, "--bootstrap", nodes[2].Addr().String(), "--no-mdns")
+	b := newCLI(t)
+	var res cloneResult
+	b.ok(&res, "clone", url, "copy", "--bootstrap", nodes[6].Addr().String(), "--no-mdns", "--listen", "127.0.0.1:0", "--timeout", "60s")
+	if res.Peers < 1 {
+		t.Fatalf("clone = %+v", res)
+	}
+	sameDirs(t, filepath.Join(a.dir, "site"), filepath.Join(b.dir, "copy"))
 }
