@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -35,6 +36,7 @@ const (
 	compactSuffix  = ".compact"
 	inUseRetries   = 50
 	inUseRetryWait = 10 * time.Millisecond
+	trashPrefix    = ".gc-" // an archive directory being removed
 )
 
 // ErrInUse is returned (wrapped) when an archive is open in another process.
@@ -161,6 +163,14 @@ func (s *Store) GC(ctx context.Context) (GCReport, error) {
 	if err != nil {
 		return rep, err
 	}
+	// What an earlier gc renamed away and was killed before removing.
+	if ents, err := os.ReadDir(filepath.Join(s.dir, "archives")); err == nil {
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), trashPrefix) {
+				os.RemoveAll(filepath.Join(s.dir, "archives", e.Name()))
+			}
+		}
+	}
 	for _, k := range keys {
 		if err := ctx.Err(); err != nil {
 			return rep, err
@@ -194,7 +204,17 @@ func (s *Store) gcOne(k PublicKey, dir string, rep *GCReport) error {
 		if err != nil {
 			return err
 		}
-		if err := os.RemoveAll(dir); err != nil {
+		// Renamed away first, in one step, so a kill never leaves half an
+		// archive under its key; what the rename leaves is removed now or
+		// by the next gc.
+		trash := filepath.Join(s.dir, "archives", trashPrefix+k.String())
+		if err := os.Rename(dir, trash); err != nil {
+			return err
+		}
+		if err := syncDir(filepath.Join(s.dir, "archives")); err != nil {
+			return err
+		}
+		if err := os.RemoveAll(trash); err != nil {
 			return err
 		}
 		rep.Removed = append(rep.Removed, k)
