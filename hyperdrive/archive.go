@@ -292,6 +292,9 @@ func (a *Archive) loadSignedLocked() error {
 		}
 		break
 	}
+	// Dropped roots are not part of the archive: the next writer cuts them
+	// (and a later load reads them again, should their entries appear).
+	a.sigEnd = headerSize + int64(len(a.signed)+len(fresh))*sigRecordSize
 	if len(fresh) == 0 {
 		return nil
 	}
