@@ -41,7 +41,7 @@ import (
 
 // netnsLab is a set of hosts on one LAN segment.
 type netnsLab struct {
-	t      *testing.T
+	t      testing.TB
 	prefix string // bdn<pid>-<n>
 	bridge string // the namespace holding the bridge br0
 	subnet int    // 10.78.<subnet>.0/24
@@ -50,7 +50,7 @@ type netnsLab struct {
 
 // nsHost is one machine: a namespace with eth0 on the lab's bridge.
 type nsHost struct {
-	t    *testing.T
+	t    testing.TB
 	ns   string
 	ip   netip.Addr
 	home string // --data-dir
@@ -61,7 +61,7 @@ var netnsSeq atomic.Int32
 
 // netnsPrereqs skips the test (fails it under CI=true) when namespaces
 // cannot be made here, saying what is missing.
-func netnsPrereqs(t *testing.T) {
+func netnsPrereqs(t testing.TB) {
 	t.Helper()
 	miss := func(format string, args ...any) {
 		t.Helper()
@@ -83,10 +83,10 @@ func netnsPrereqs(t *testing.T) {
 
 // newNetnsLab makes the bridge namespace; cleanup removes every namespace
 // of the lab, even when the test fails.
-func newNetnsLab(t *testing.T) *netnsLab {
+func newNetnsLab(t testing.TB) *netnsLab {
 	t.Helper()
 	netnsPrereqs(t)
-	removeStaleNetns(t)
+	removeStaleNetns()
 	n := int(netnsSeq.Add(1))
 	l := &netnsLab{t: t, prefix: fmt.Sprintf("bdn%d-%d", os.Getpid(), n), subnet: 1 + (n-1)%250}
 	l.bridge = l.prefix + "-br"
@@ -129,7 +129,7 @@ func (l *netnsLab) cleanup() {
 
 // removeStaleNetns deletes the namespaces of test processes that no longer
 // run (killed by a timeout before their cleanup ran).
-func removeStaleNetns(t *testing.T) {
+func removeStaleNetns() {
 	out, err := exec.Command("ip", "netns", "list").Output()
 	if err != nil {
 		return

@@ -19,7 +19,7 @@ import (
 // daemon is a long-running beaker-dev process (seed, serve, bootstrap)
 // whose JSON events the test reads.
 type daemon struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	events chan map[string]any
 	stderr *lockedBuffer
