@@ -23,14 +23,14 @@ import (
 // path must stay well under 50 ms; it only has to be longer than the gaps
 // inside one editor save (rename, create, write, remove: microseconds).
 const (
-	defaultDebounce     = 10 * time.Millisecond
+	defaultDebounce     = 4 * time.Millisecond
 	defaultMaxDelay     = 250 * time.Millisecond
 	defaultPollInterval = 500 * time.Millisecond
 )
 
 // WatchOptions tune Watch.
 type WatchOptions struct {
-	Debounce     time.Duration // trailing quiet time before a batch is emitted; 0 means 10ms
+	Debounce     time.Duration // trailing quiet time before a batch is emitted; 0 means 4ms
 	MaxDelay     time.Duration // a batch is emitted at most this long after its first event even if events keep coming; 0 means 250ms
 	Poll         bool          // poll instead of using inotify
 	PollInterval time.Duration // 0 means 500ms
