@@ -12,6 +12,12 @@
 # the next run; the seeder's and the clones' data dirs and output folders go
 # to a temporary folder in $TMPDIR (default /tmp: TMPDIR=/dev/shm takes the
 # disk out of the measure). Needs GNU time (/usr/bin/time, package "time").
+# As root, each run starts like `hyperfine --prepare 'sync; echo 1 >
+# /proc/sys/vm/drop_caches'`, then reads the seeder's store back into the
+# page cache: every run then writes into memory the kernel has used before
+# (on a VM, memory the guest never touched costs a host fault per page,
+# which made consecutive runs 2x slower than the first and said nothing
+# about beaker-dev); NO_DROP_CACHES=1 turns that off.
 # Runs keep their clones until the end (about 512 MiB each), and a run
 # right after deleting many files (another benchmark) is slower on ext4.
 set -euo pipefail
@@ -24,7 +30,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --transport) transport=${2:?--transport needs tcp or utp}; shift 2 ;;
     --transport=*) transport=${1#*=}; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) runs=$1; shift ;;
   esac
 done
@@ -81,6 +87,11 @@ echo "site: $files files, $bytes bytes, $url seeded on $addr; cloning over $tran
 speeds=(); rss=()
 for i in $(seq "$runs"); do
   home=$tmp/clone-home-$i out=$tmp/clone-$i
+  if [ -z "${NO_DROP_CACHES:-}" ] && [ -w /proc/sys/vm/drop_caches ]; then
+    sync
+    echo 1 > /proc/sys/vm/drop_caches
+    find "$tmp/seed-home" "$site" -type f -exec cat {} + > /dev/null
+  fi
   /usr/bin/time -f '%e %M' -o "$tmp/time" "$bd" clone "$url" "$out" --data-dir "$home" \
     --peer "$addr" --transport "$transport" --no-dht --no-mdns --listen 127.0.0.1:0 --json > "$tmp/clone.json"
   read -r secs kb < "$tmp/time"

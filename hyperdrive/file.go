@@ -116,14 +116,32 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// WriteTo implements io.WriterTo so io.Copy streams chunk by chunk.
+// WriteTo implements io.WriterTo so io.Copy streams chunk by chunk. When w
+// offers its free buffer (bufio.Writer, bytes.Buffer), stored chunks are
+// read straight into it: no allocation and one copy less per chunk, which
+// is what exporting a clone spends its time on.
 func (f *File) WriteTo(w io.Writer) (int64, error) {
 	f.mu.Lock()
 	off := f.pos
 	f.mu.Unlock()
+	ab, direct := w.(interface{ AvailableBuffer() []byte })
 	var total int64
 	for off < f.Size() {
-		data, start, err := f.cachedChunkAt(uint64(off))
+		var data []byte
+		var start uint64
+		var err error
+		if direct {
+			var ref Ref
+			ref, start, err = f.refAt(uint64(off))
+			if err == nil {
+				data, err = f.a.readChunkInto(ref.Hash, ab.AvailableBuffer())
+			}
+			if err == nil && uint64(len(data)) != ref.Size {
+				err = fmt.Errorf("%w: chunk %x is %d bytes, its ref says %d", ErrMalformed, ref.Hash[:8], len(data), ref.Size)
+			}
+		} else {
+			data, start, err = f.cachedChunkAt(uint64(off))
+		}
 		if err != nil {
 			return total, err
 		}
@@ -162,13 +180,24 @@ func (f *File) cachedChunkAt(off uint64) ([]byte, uint64, error) {
 // chunkAt returns the data chunk holding byte off and the file offset where
 // that chunk starts.
 func (f *File) chunkAt(off uint64) ([]byte, uint64, error) {
+	ref, start, err := f.refAt(off)
+	if err != nil {
+		return nil, 0, err
+	}
+	data, err := f.chunk(ref)
+	return data, start, err
+}
+
+// refAt returns the ref of the data chunk holding byte off and the file
+// offset where that chunk starts, reading index blocks on the way down.
+func (f *File) refAt(off uint64) (Ref, uint64, error) {
 	list := f.top
 	level := f.content.Level
 	var base uint64
 	for {
 		i := sort.Search(len(list.ends), func(i int) bool { return list.ends[i] > off-base })
 		if i == len(list.ends) {
-			return nil, 0, fmt.Errorf("%w: offset %d beyond the refs of %s", ErrMalformed, off, f.info.name)
+			return Ref{}, 0, fmt.Errorf("%w: offset %d beyond the refs of %s", ErrMalformed, off, f.info.name)
 		}
 		start := base
 		if i > 0 {
@@ -176,12 +205,11 @@ func (f *File) chunkAt(off uint64) ([]byte, uint64, error) {
 		}
 		ref := list.refs[i]
 		if level == 0 {
-			data, err := f.chunk(ref)
-			return data, start, err
+			return ref, start, nil
 		}
 		next, err := f.index(ref, level-1)
 		if err != nil {
-			return nil, 0, err
+			return Ref{}, 0, err
 		}
 		list, base, level = next, start, level-1
 	}
@@ -241,8 +269,12 @@ func (f *File) index(ref Ref, childLevel uint8) (refList, error) {
 
 // readChunk returns the bytes addressed by h, checked against h: stored
 // ones, or, for a replica that lacks them, fetched from peers.
-func (a *Archive) readChunk(h Hash) ([]byte, error) {
-	data, err := a.readLocalChunk(h)
+func (a *Archive) readChunk(h Hash) ([]byte, error) { return a.readChunkInto(h, nil) }
+
+// readChunkInto is readChunk reading stored bytes into buf's spare capacity
+// when they fit (the result then shares buf's array).
+func (a *Archive) readChunkInto(h Hash, buf []byte) ([]byte, error) {
+	data, err := a.readLocalChunkInto(h, buf)
 	if !errors.Is(err, ErrChunkMissing) {
 		return data, err
 	}
@@ -263,7 +295,11 @@ func (a *Archive) readChunk(h Hash) ([]byte, error) {
 }
 
 // readLocalChunk returns the stored bytes addressed by h, checked against h.
-func (a *Archive) readLocalChunk(h Hash) ([]byte, error) {
+func (a *Archive) readLocalChunk(h Hash) ([]byte, error) { return a.readLocalChunkInto(h, nil) }
+
+// readLocalChunkInto is readLocalChunk reading into buf's spare capacity
+// when the chunk fits there.
+func (a *Archive) readLocalChunkInto(h Hash, buf []byte) ([]byte, error) {
 	a.chunkMu.Lock()
 	loc, ok := a.chunkMap[h]
 	pending := ok && loc.off+int64(loc.n) > a.chunksFlush
@@ -285,13 +321,29 @@ func (a *Archive) readLocalChunk(h Hash) ([]byte, error) {
 			return nil, fmt.Errorf("%w: %x", ErrChunkMissing, h)
 		}
 	}
-	data := make([]byte, loc.n)
+	var data []byte
+	if cap(buf)-len(buf) >= int(loc.n) {
+		data = buf[len(buf) : len(buf)+int(loc.n)]
+	} else {
+		data = make([]byte, loc.n)
+	}
 	if _, err := a.chunks.ReadAt(data, loc.off); err != nil {
 		return nil, err
+	}
+	if loc.checked {
+		return data, nil
 	}
 	if Hash(sha256Sum(data)) != h {
 		return nil, &CorruptError{File: chunksFile, Offset: loc.off - chunkHeaderSize,
 			Record: 0, Reason: fmt.Sprintf("chunk %x does not match its SHA-256 address", h[:8])}
 	}
+	// Checked once per process: a seeder serving many peers, or a clone
+	// exporting what it just verified, hashes each chunk once, not per read.
+	a.chunkMu.Lock()
+	if cur, ok := a.chunkMap[h]; ok && cur.off == loc.off {
+		cur.checked = true
+		a.chunkMap[h] = cur
+	}
+	a.chunkMu.Unlock()
 	return data, nil
 }

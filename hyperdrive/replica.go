@@ -290,6 +290,12 @@ func (a *Archive) Chunk(h Hash) ([]byte, error) {
 	return a.readLocalChunk(h)
 }
 
+// ChunkInto is Chunk reading into buf's spare capacity when the chunk fits
+// there, so a peer serving many chunks can reuse its buffers.
+func (a *Archive) ChunkInto(h Hash, buf []byte) ([]byte, error) {
+	return a.readLocalChunkInto(h, buf)
+}
+
 // Fetcher gets a chunk the archive lacks, from peers, stores it (verified)
 // and returns it. Readers call it when a file needs a chunk that is not
 // stored yet, so a page can show before the whole site is down.

@@ -201,6 +201,10 @@ func DecodeSignedRoot(b []byte) (SignedRoot, error) {
 type chunkLoc struct {
 	off int64 // offset of the data (after the record header)
 	n   uint32
+	// checked: this process has hashed these bytes (it wrote them after
+	// hashing or verifying them, or read them back and checked them once),
+	// so reads skip the SHA-256. Memory only; `verify` always hashes.
+	checked bool
 }
 
 func appendChunkRecord(dst []byte, h Hash, data []byte) []byte {

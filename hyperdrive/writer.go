@@ -130,7 +130,7 @@ func (a *Archive) reindexChunkTail() error {
 		if Hash(sha256Sum(d)) != h {
 			break // torn
 		}
-		loc := chunkLoc{off: off + chunkHeaderSize, n: n}
+		loc := chunkLoc{off: off + chunkHeaderSize, n: n, checked: true}
 		if _, ok := a.chunkMap[h]; !ok {
 			a.chunkMap[h] = loc
 			a.idxBuf = append(a.idxBuf, encodeIndexRecord(h, loc)...)
@@ -175,7 +175,8 @@ func (a *Archive) putChunk(h Hash, data []byte) (bool, error) {
 		a.chunkMu.Unlock()
 		return false, nil
 	}
-	loc := chunkLoc{off: a.chunksEnd + chunkHeaderSize, n: uint32(len(data))}
+	// Callers hashed data (the writer cut it, a replica verified it).
+	loc := chunkLoc{off: a.chunksEnd + chunkHeaderSize, n: uint32(len(data)), checked: true}
 	a.chunkBuf = appendChunkRecord(a.chunkBuf, h, data)
 	a.idxBuf = append(a.idxBuf, encodeIndexRecord(h, loc)...)
 	a.chunkMap[h] = loc

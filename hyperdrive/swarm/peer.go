@@ -253,6 +253,11 @@ func (p *peer) writeLoop() {
 			for _, m := range batch {
 				if c, ok := m.(wire.Chunk); ok {
 					p.queued.Add(-int64(len(c.Data)))
+					// Written (encrypted into a frame): the buffer can be reused.
+					if cap(c.Data) >= hyperdrive.MaxChunkSize {
+						b := c.Data[:0]
+						p.f.s.chunkBufs.Put(&b)
+					}
 				} else if e, ok := m.(wire.Entries); ok {
 					p.queued.Add(-int64(entriesSize(e)))
 				}
@@ -462,8 +467,10 @@ func (p *peer) serve(r wire.Request) error {
 	a := p.f.a
 	switch r.Kind {
 	case wire.KindChunk:
-		data, err := a.Chunk(r.Hash)
+		buf := p.f.s.chunkBufs.Get().(*[]byte)
+		data, err := a.ChunkInto(r.Hash, (*buf)[:0])
 		if err != nil {
+			p.f.s.chunkBufs.Put(buf)
 			p.send(wire.NotHave{ID: r.ID}, 0)
 			return nil
 		}

@@ -77,6 +77,11 @@ type Swarm struct {
 	sources []Source
 	banned  map[netip.Addr]time.Time
 	closed  bool
+
+	// chunkBufs recycles the buffers chunks are read into to answer
+	// requests: a seeder serves a whole site in 16 KiB pieces, and
+	// allocating each one costs more than reading it.
+	chunkBufs sync.Pool
 }
 
 // ErrClosed is returned after Close.
@@ -99,6 +104,7 @@ func New(cfg Config) (*Swarm, error) {
 		return nil, err
 	}
 	s := &Swarm{cfg: cfg, id: id, feeds: map[hyperdrive.DiscoveryKey]*Feed{}, banned: map[netip.Addr]time.Time{}}
+	s.chunkBufs.New = func() any { b := make([]byte, 0, hyperdrive.MaxChunkSize); return &b }
 	addr := cfg.Listen
 	fallback := false
 	if addr == "" {
