@@ -81,11 +81,12 @@ type Conn struct {
 	remote    []byte
 	initiator bool
 
-	rmu   sync.Mutex
-	idle  time.Duration
-	recv  *noise.CipherState
-	plain []byte // decrypted bytes not yet parsed
-	frame []byte
+	rmu      sync.Mutex
+	idle     time.Duration
+	recv     *noise.CipherState
+	plain    []byte // decrypted bytes not yet parsed
+	plainBuf []byte // plain's array, reused once plain is all parsed
+	frame    []byte
 
 	wmu  sync.Mutex
 	send *noise.CipherState
@@ -380,9 +381,6 @@ func (c *Conn) ReadMessage() (Message, error) {
 				body := c.plain[hl : hl+int(n)]
 				m, err := Decode(body)
 				c.plain = c.plain[hl+int(n):]
-				if len(c.plain) == 0 {
-					c.plain = c.plain[:0:0]
-				}
 				return m, err
 			}
 		}
@@ -427,9 +425,17 @@ func (c *Conn) readFrame() error {
 	if _, err := io.ReadFull(c.br, f); err != nil {
 		return err
 	}
+	if len(c.plain) == 0 {
+		// Decoded messages never alias plain (Decode copies), so its array
+		// is reused: a frame per message, with no allocation per frame.
+		c.plain = c.plainBuf[:0]
+	}
 	out, err := c.recv.Decrypt(c.plain, nil, f)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if cap(out) > cap(c.plainBuf) {
+		c.plainBuf = out[:0] // appending moved plain to a larger array
 	}
 	c.plain = out
 	return nil
