@@ -87,10 +87,12 @@ echo "site: $files files, $bytes bytes, $url seeded on $addr; cloning over $tran
 speeds=(); rss=()
 for i in $(seq "$runs"); do
   home=$tmp/clone-home-$i out=$tmp/clone-$i
-  if [ -z "${NO_DROP_CACHES:-}" ] && [ -w /proc/sys/vm/drop_caches ]; then
+  if [ -z "${NO_SYNC:-}" ]; then
     sync
-    echo 1 > /proc/sys/vm/drop_caches
-    find "$tmp/seed-home" "$site" -type f -exec cat {} + > /dev/null
+    if [ -z "${NO_DROP_CACHES:-}" ] && [ -w /proc/sys/vm/drop_caches ]; then
+      echo 1 > /proc/sys/vm/drop_caches
+      find "$tmp/seed-home" "$site" -type f -exec cat {} + > /dev/null
+    fi
   fi
   /usr/bin/time -f '%e %M' -o "$tmp/time" "$bd" clone "$url" "$out" --data-dir "$home" \
     --peer "$addr" --transport "$transport" --no-dht --no-mdns --listen 127.0.0.1:0 --json > "$tmp/clone.json"
