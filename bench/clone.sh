@@ -12,12 +12,14 @@
 # the next run; the seeder's and the clones' data dirs and output folders go
 # to a temporary folder in $TMPDIR (default /tmp: TMPDIR=/dev/shm takes the
 # disk out of the measure). Needs GNU time (/usr/bin/time, package "time").
-# As root, each run starts like `hyperfine --prepare 'sync; echo 1 >
+# Each run starts with `sync` (no dirty pages left by the previous run)
+# and, as root, like `hyperfine --prepare 'sync; echo 1 >
 # /proc/sys/vm/drop_caches'`, then reads the seeder's store back into the
-# page cache: every run then writes into memory the kernel has used before
-# (on a VM, memory the guest never touched costs a host fault per page,
-# which made consecutive runs 2x slower than the first and said nothing
-# about beaker-dev); NO_DROP_CACHES=1 turns that off.
+# page cache. Without the drop (NO_DROP_CACHES=1; NO_SYNC=1 skips both) this
+# VM ran the clone at 110 MB/s instead of 190: perf put 35% of the clone's
+# samples in the kernel filling new page-cache pages
+# (copy_folio_from_iter_atomic) instead of 3% (on this VM most likely free
+# memory handed back to the host and faulted in again page by page).
 # Runs keep their clones until the end (about 512 MiB each), and a run
 # right after deleting many files (another benchmark) is slower on ext4.
 set -euo pipefail
@@ -30,7 +32,7 @@ while [ $# -gt 0 ]; do
   case $1 in
     --transport) transport=${2:?--transport needs tcp or utp}; shift 2 ;;
     --transport=*) transport=${1#*=}; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) runs=$1; shift ;;
   esac
 done
