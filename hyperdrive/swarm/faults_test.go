@@ -5,7 +5,6 @@ package swarm
 
 import (
 	"bytes"
-	"context"
 	"net/netip"
 	"runtime"
 	"sync"
@@ -189,14 +188,8 @@ func onDemandSetup(t *testing.T, withSeeder bool) (files map[string][]byte, r *h
 	sb := newSwarm(t, "tcp")
 	r = replica(t, a.Key())
 	f := mustJoin(t, sb, r, JoinOptions{Download: OnDemand, Peers: peers})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for r.Version() < a.Version() {
-		select {
-		case <-f.Changed():
-		case <-ctx.Done():
-			t.Fatalf("no version from the withholding peer (%v)", fp)
-		}
+	if !waitVersion(f, r, a.Version(), 10*time.Second) {
+		t.Fatalf("no version from the withholding peer (%v)", fp)
 	}
 	return files, r, fp, g
 }

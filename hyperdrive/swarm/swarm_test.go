@@ -185,14 +185,8 @@ func TestOnDemand(t *testing.T) {
 	sa.Join(a, JoinOptions{})
 	r := replica(t, a.Key())
 	f, _ := sb.Join(r, JoinOptions{Download: OnDemand, Peers: []netip.AddrPort{addr(sa)}})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	for r.Version() < a.Version() {
-		select {
-		case <-f.Changed():
-		case <-ctx.Done():
-			t.Fatal("no version")
-		}
+	if !waitVersion(f, r, a.Version(), 20*time.Second) {
+		t.Fatal("no version")
 	}
 	p := "/d0/f000.bin"
 	file, err := r.Latest().OpenFile(p)
@@ -208,5 +202,24 @@ func TestOnDemand(t *testing.T) {
 	}
 	if st := f.Stats(); st.Bytes > 200_000 {
 		t.Fatalf("fetched %d bytes for a 1000-byte read", st.Bytes)
+	}
+}
+
+// waitVersion waits until r has stored version v, which f fetches. The
+// change channel is taken before the version is checked: the other order
+// misses a version stored in between, and waits for a change that may never
+// come.
+func waitVersion(f *Feed, r *hyperdrive.Archive, v uint64, timeout time.Duration) bool {
+	deadline := time.After(timeout)
+	for {
+		changed := f.Changed()
+		if r.Version() >= v {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			return false
+		}
 	}
 }
