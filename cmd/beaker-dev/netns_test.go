@@ -37,6 +37,7 @@ import (
 
 	"github.com/beaker-dev/beaker-dev/hyperdrive"
 	"github.com/beaker-dev/beaker-dev/hyperdrive/discovery"
+	"github.com/beaker-dev/beaker-dev/hyperdrive/names/namestest"
 )
 
 // netnsLab is a set of hosts on one LAN segment.
@@ -63,21 +64,14 @@ var netnsSeq atomic.Int32
 // cannot be made here, saying what is missing.
 func netnsPrereqs(t testing.TB) {
 	t.Helper()
-	miss := func(format string, args ...any) {
-		t.Helper()
-		if os.Getenv("CI") == "true" {
-			t.Fatalf(format, args...)
-		}
-		t.Skipf(format, args...)
-	}
 	if runtime.GOOS != "linux" {
-		miss("network namespace tests need Linux")
+		namestest.SkipOrFail(t, "network namespace tests need Linux")
 	}
 	if os.Geteuid() != 0 {
-		miss("network namespace tests need root: run them as root (sudo -E go test -run Netns ./cmd/beaker-dev/), or in CI")
+		namestest.SkipOrFail(t, "network namespace tests need root: run them as root (sudo -E go test -run Netns ./cmd/beaker-dev/), or in CI")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		miss("network namespace tests need the ip command: apt-get install iproute2")
+		namestest.SkipOrFail(t, "network namespace tests need the ip command: apt-get install iproute2")
 	}
 }
 
@@ -92,11 +86,7 @@ func newNetnsLab(t testing.TB) *netnsLab {
 	l.bridge = l.prefix + "-br"
 	t.Cleanup(l.cleanup)
 	if out, err := exec.Command("ip", "netns", "add", l.bridge).CombinedOutput(); err != nil {
-		msg := fmt.Sprintf("cannot make a network namespace (ip netns add: %v: %s)", err, bytes.TrimSpace(out))
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg + "; run as root on a kernel with network namespaces")
+		namestest.SkipOrFail(t, "cannot make a network namespace (ip netns add: %v: %s); run as root on a kernel with network namespaces", err, bytes.TrimSpace(out))
 	}
 	l.ip("-n", l.bridge, "link", "set", "lo", "up")
 	l.ip("-n", l.bridge, "link", "add", "br0", "type", "bridge", "stp_state", "0", "mcast_snooping", "0")

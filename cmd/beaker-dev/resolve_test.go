@@ -246,7 +246,7 @@ func enterResolveNetns(t *testing.T) bool {
 		return true
 	}
 	if runtime.GOOS != "linux" {
-		t.Skip("needs Linux network namespaces")
+		namestest.SkipOrFail(t, "needs Linux network namespaces")
 	}
 	for _, tool := range []string{"unshare", "ip", "mount"} {
 		if _, err := exec.LookPath(tool); err != nil {

@@ -31,6 +31,8 @@ import (
 	"github.com/anacrolix/torrent/bencode"
 	"github.com/anacrolix/utp"
 	"golang.org/x/time/rate"
+
+	"github.com/beaker-dev/beaker-dev/hyperdrive/names/namestest"
 )
 
 // The tests run real DHT nodes over UDP on loopback addresses (all of
@@ -42,16 +44,6 @@ import (
 // dhtDebug reports whether BEAKER_DHT_DEBUG=1 asks for the nodes' debug
 // logging (to stderr).
 func dhtDebug() bool { return os.Getenv("BEAKER_DHT_DEBUG") == "1" }
-
-// dhtSkipOrFail skips the test, or fails it under CI (CI=true), where every
-// tool the tests need must be installed.
-func dhtSkipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
 
 // dhtWarnings records a node's warnings.
 type dhtWarnings struct {
@@ -872,14 +864,14 @@ func bittorrentDHTScript(t *testing.T) string {
 	}
 	install := "(cd hyperdrive/discovery/" + dhtJSDir + " && npm ci)  # bittorrent-dht@11.0.12"
 	if _, err := exec.LookPath("node"); err != nil {
-		dhtSkipOrFail(t, "the interoperability test needs Node.js (apt-get install nodejs npm), then: %s", install)
+		namestest.SkipOrFail(t, "the interoperability test needs Node.js (apt-get install nodejs npm), then: %s", install)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "bittorrent-dht", "package.json")); err != nil {
 		if _, err := os.Stat(filepath.Join(dir, "node_modules")); err == nil {
-			dhtSkipOrFail(t, "%s/node_modules lacks bittorrent-dht; run: %s", dhtJSDir, install)
+			namestest.SkipOrFail(t, "%s/node_modules lacks bittorrent-dht; run: %s", dhtJSDir, install)
 		}
 		if _, err := exec.LookPath("npm"); err != nil {
-			dhtSkipOrFail(t, "bittorrent-dht is not installed and npm is missing; run: %s", install)
+			namestest.SkipOrFail(t, "bittorrent-dht is not installed and npm is missing; run: %s", install)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
@@ -888,7 +880,7 @@ func bittorrentDHTScript(t *testing.T) string {
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			os.RemoveAll(filepath.Join(dir, "node_modules"))
-			dhtSkipOrFail(t, "cannot install bittorrent-dht (%v); run: %s\n%s", err, install, out)
+			namestest.SkipOrFail(t, "cannot install bittorrent-dht (%v); run: %s\n%s", err, install, out)
 		}
 		t.Logf("installed bittorrent-dht into %s/node_modules", dhtJSDir)
 	}
@@ -1112,11 +1104,11 @@ func enterDHTLab(t *testing.T) bool {
 		return true
 	}
 	if runtime.GOOS != "linux" {
-		t.Skip("the DHT lab needs Linux network namespaces")
+		namestest.SkipOrFail(t, "the DHT lab needs Linux network namespaces")
 	}
 	for _, tool := range []string{"unshare", "ip", "mount"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			dhtSkipOrFail(t, "the DHT lab needs %s: apt-get install util-linux iproute2 mount", tool)
+			namestest.SkipOrFail(t, "the DHT lab needs %s: apt-get install util-linux iproute2 mount", tool)
 		}
 	}
 	exe, err := os.Executable()
@@ -1137,7 +1129,7 @@ func enterDHTLab(t *testing.T) bool {
 	text := string(out)
 	switch {
 	case !strings.Contains(text, "DHTLAB-READY"):
-		dhtSkipOrFail(t, "cannot make the DHT lab (needs root, or unprivileged user namespaces): %v\n%s", err, text)
+		namestest.SkipOrFail(t, "cannot make the DHT lab (needs root, or unprivileged user namespaces): %v\n%s", err, text)
 	case strings.Contains(text, "--- SKIP: "+t.Name()):
 		t.Skipf("in the DHT lab:\n%s", text)
 	case err != nil || !strings.Contains(text, "--- PASS: "+t.Name()):

@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/beaker-dev/beaker-dev/hyperdrive/names/namestest"
 )
 
 // dnsCheckLeaks fails the test if a goroutine of a DNSServer or DNSClient
@@ -939,22 +941,13 @@ func TestDNSCloseStopsGoroutines(t *testing.T) {
 // package-lock.json.
 const dnsJSDir = "testdata/dns-discovery"
 
-// dnsSkipOrFail skips a test that needs something missing, or fails it on CI.
-func dnsSkipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
 // needDNSDiscoveryJS makes sure node and the package are there, running
 // `npm ci` when node_modules is missing.
 func needDNSDiscoveryJS(t *testing.T) string {
 	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
-		dnsSkipOrFail(t, "node not found (apt-get install nodejs npm): %v", err)
+		namestest.SkipOrFail(t, "node not found (apt-get install nodejs npm): %v", err)
 	}
 	marker := filepath.Join(dnsJSDir, "node_modules", "dns-discovery", "package.json")
 	if _, err := os.Stat(marker); err != nil {
@@ -964,7 +957,7 @@ func needDNSDiscoveryJS(t *testing.T) string {
 		cmd.Dir = dnsJSDir
 		out, npmErr := cmd.CombinedOutput()
 		if _, err := os.Stat(marker); err != nil {
-			dnsSkipOrFail(t, "dns-discovery is not installed and npm ci failed (%v):\n%s\nrun: (cd hyperdrive/discovery/%s && npm ci)", npmErr, out, dnsJSDir)
+			namestest.SkipOrFail(t, "dns-discovery is not installed and npm ci failed (%v):\n%s\nrun: (cd hyperdrive/discovery/%s && npm ci)", npmErr, out, dnsJSDir)
 		}
 	}
 	return node
